@@ -1,0 +1,94 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE to the collection kubepki.fleet. Do not use this from other collections or roles.
+
+"""Client certificates inside kubeconfigs: embedded ``*-data`` or file references."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+
+from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
+
+from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
+
+
+class KubeconfigUser:
+    """One user of a kubeconfig and where its client certificate and key come from.
+
+    ``cert_data``/``key_data`` hold decoded embedded PEM; ``cert_path``/``key_path`` hold
+    referenced files (resolved against the kubeconfig's directory, as kubectl does).
+    Key bytes stay in memory only to check that they match the certificate.
+    """
+
+    def __init__(self, name, current, server):
+        self.name = name
+        self.current = current
+        self.server = server
+        self.cert_data = None
+        self.cert_path = None
+        self.key_data = None
+        self.key_path = None
+
+    @property
+    def has_cert(self):
+        return self.cert_data is not None or self.cert_path is not None
+
+
+def _decode(value, what):
+    try:
+        return base64.b64decode(value, validate=False)
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise CertError("%s is not valid base64 (%s)" % (what, exc))
+
+
+def _named(items, key):
+    """``{name: body}`` of a kubeconfig list such as ``users`` or ``clusters``, tolerating junk."""
+    result = {}
+    for item in items or []:
+        if isinstance(item, dict) and isinstance(item.get(key), dict):
+            result[item.get("name")] = item[key]
+    return result
+
+
+def parse(text, path):
+    """The users of the kubeconfig ``text`` read from ``path``, current-context's user first."""
+    if not HAS_YAML:
+        raise CertError("PyYAML is missing on the node; install python3-yaml to read %s" % path)
+    try:
+        config = yaml_load(text)
+    except Exception as exc:  # pylint: disable=broad-except  # any YAML error is bad input here
+        raise CertError("%s is not valid YAML (%s)" % (path, str(exc).splitlines()[0] if str(exc) else exc))
+    if not isinstance(config, dict) or not isinstance(config.get("users", []), list):
+        raise CertError("%s is not a kubeconfig (no users list)" % path)
+
+    users = _named(config.get("users"), "user")
+    clusters = _named(config.get("clusters"), "cluster")
+    contexts = _named(config.get("contexts"), "context")
+    current_context = contexts.get(config.get("current-context")) or {}
+    current_user = current_context.get("user")
+    server_of_user = {}
+    for context in contexts.values():
+        cluster = clusters.get(context.get("cluster")) or {}
+        server_of_user.setdefault(context.get("user"), cluster.get("server"))
+
+    base_dir = os.path.dirname(path)
+    result = []
+    for name, body in users.items():
+        user = KubeconfigUser(name, name == current_user, server_of_user.get(name))
+        if body.get("client-certificate-data"):
+            user.cert_data = _decode(body["client-certificate-data"], "%s: client-certificate-data of user %s" % (path, name))
+        elif body.get("client-certificate"):
+            user.cert_path = os.path.join(base_dir, body["client-certificate"])
+        if body.get("client-key-data"):
+            user.key_data = _decode(body["client-key-data"], "%s: client-key-data of user %s" % (path, name))
+        elif body.get("client-key"):
+            user.key_path = os.path.join(base_dir, body["client-key"])
+        result.append(user)
+    result.sort(key=lambda u: (not u.current, u.name or ""))
+    return result
