@@ -67,7 +67,7 @@ _value:
     unfiltered_total: 62
     summary:
       total: 2
-      by_state: {ok: 0, warning: 1, expired: 1, not_yet_valid: 0, invalid: 0, missing: 0, unknown: 0}
+      by_state: {ok: 0, warning: 1, expired: 1, not_yet_valid: 0, invalid: 0, missing: 0}
       hosts: 1
       clusters: [prod]
       hosts_without_facts: []

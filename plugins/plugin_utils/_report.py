@@ -255,7 +255,7 @@ def fleet_rows(data, hosts=None, cluster_var="kubepki_cluster", warn_days=None):
         host_list = [str(h) for h in data.keys()]
     elif isinstance(hosts, str):
         host_list = [hosts]
-    elif isinstance(hosts, (list, tuple)) or isinstance(hosts, Sequence):
+    elif isinstance(hosts, Sequence):
         host_list = [str(h) for h in hosts]
     else:
         raise ReportError("hosts must be a list of inventory host names, got %r" % (hosts,))
@@ -269,7 +269,7 @@ def fleet_rows(data, hosts=None, cluster_var="kubepki_cluster", warn_days=None):
         entry = data[host] if host in data else None
         facts = _facts_of(entry)
         cluster = _cluster_of(entry, facts, cluster_var)
-        if facts is None or not isinstance(facts.get("certs"), (list, tuple, Sequence)):
+        if facts is None or not isinstance(facts.get("certs"), Sequence) or isinstance(facts.get("certs"), str):
             row = dict.fromkeys(ROW_BASE_KEYS)
             row.update({
                 "host": host, "cluster": cluster, "id": NO_FACTS_ID, "name": "no-facts",
@@ -435,8 +435,9 @@ def _cell(key, value):
 def _state_line(rows):
     summary = summarize(rows)
     parts = ["%d %s" % (n, s) for s, n in summary["by_state"].items() if n]
+    cert_hosts = len({r["host"] for r in rows if r.get("id") != NO_FACTS_ID})
     line = "%d certificate(s) on %d host(s): %s" % (
-        summary["total"], summary["hosts"], ", ".join(parts) if parts else "none")
+        summary["total"], cert_hosts, ", ".join(parts) if parts else "none")
     if summary["hosts_without_facts"]:
         line += "; no facts from %s" % ", ".join(summary["hosts_without_facts"])
     return line
