@@ -16,6 +16,7 @@ from __future__ import annotations
 import binascii
 import datetime
 import re
+import warnings
 
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import (
     ExtendedKeyUsageOID,
@@ -67,6 +68,13 @@ def _eku_names():
 
 def load_certificates(data, what="data"):
     """All certificates in PEM (any number of blocks, other blocks ignored) or DER ``data``."""
+    with warnings.catch_warnings():
+        # k3s, RKE and kubeadm <= 1.27 CAs have serial 0; newer cryptography warns on each parse.
+        warnings.filterwarnings("ignore", message=".*serial number.*")
+        return _load_certificates(data, what)
+
+
+def _load_certificates(data, what):
     if not data or not data.strip():
         raise CertError("%s is empty" % what)
     blocks = _PEM_CERT_RE.findall(data)
@@ -235,6 +243,12 @@ def _extended_key_usage(cert):
     return [names.get(oid, oid.dotted_string) for oid in ext]
 
 
+def serial_hex(cert):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*serial number.*")
+        return "%X" % cert.serial_number
+
+
 def fingerprint_sha256(cert):
     digest = cert.fingerprint(hashes.SHA256())
     return ":".join("%02X" % byte for byte in bytearray(digest))
@@ -261,7 +275,7 @@ def describe(cert):
         "subject_o": _name_values(cert.subject, NameOID.ORGANIZATION_NAME),
         "issuer": cert.issuer.rfc4514_string(),
         "issuer_cn": issuer_cns[0] if issuer_cns else None,
-        "serial": "%X" % cert.serial_number,
+        "serial": serial_hex(cert),
         "fingerprint_sha256": fingerprint_sha256(cert),
         "not_before": iso(not_before(cert)),
         "not_after": iso(not_after(cert)),

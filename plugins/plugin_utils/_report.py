@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,10 @@ try:
     JMESPATH_IMPORT_ERROR = None
 except ImportError as _exc:  # pragma: no cover - exercised only without jmespath
     jmespath = None
-    JMESPathError = Exception
+
+    class JMESPathError(Exception):
+        """Stands in so except clauses stay valid; never raised without jmespath."""
+
     HAS_JMESPATH = False
     JMESPATH_IMPORT_ERROR = _exc
 
@@ -436,7 +440,7 @@ def _state_line(rows):
     summary = summarize(rows)
     parts = ["%d %s" % (n, s) for s, n in summary["by_state"].items() if n]
     cert_hosts = len({r["host"] for r in rows if r.get("id") != NO_FACTS_ID})
-    line = "%d certificate(s) on %d host(s): %s" % (
+    line = "%s certificate(s) on %s host(s): %s" % (
         summary["total"], cert_hosts, ", ".join(parts) if parts else "none")
     if summary["hosts_without_facts"]:
         line += "; no facts from %s" % ", ".join(summary["hosts_without_facts"])
@@ -590,7 +594,7 @@ def prom_escape_help(value):
 
 def prom_value(value):
     number = float(value)
-    if number != number:
+    if math.isnan(number):
         return "NaN"
     if number in (float("inf"), float("-inf")):
         return "+Inf" if number > 0 else "-Inf"

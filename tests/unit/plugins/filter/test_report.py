@@ -163,6 +163,6 @@ def test_tagged_ansible_values_work_with_jmespath_functions(hostvars):
         for c in v["ansible_facts"]["kubepki"]["certs"]]))}, "kubepki_cluster": tag.tag(v["kubepki_cluster"])}
         for h, v in hostvars.items()}
     rows = _filter("fleet_rows")(tagged)
-    assert all(type(r["id"]) is str for r in rows)
+    assert all(type(r["id"]) is str for r in rows)  # pylint: disable=unidiomatic-typecheck  # str subclasses are what 2.19 tags
     out = _filter("cert_query")(tag.tag(rows), "[?starts_with(id, 'kubeadm/') && contains(cluster, 'prod')].id")
     assert out == ["kubeadm/apiserver", "kubeadm/ca"]

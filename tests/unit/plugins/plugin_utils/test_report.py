@@ -265,8 +265,8 @@ def test_query_numeric_and_functions(hostvars):
         ("cp1", "kubeconfig/admin.conf"), ("cp1", "kubeadm/apiserver"),
         ("w1", "k3s/agent/serving-kubelet")}
     out = select_rows(rows, "[?starts_with(id, 'kubeadm/') && cluster=='prod']")
-    assert {r["id"] for r in out} == {"kubeadm/apiserver", "kubeadm/ca",
-                                       "kubeadm/front-proxy-client", "kubeadm/etcd-peer"}
+    assert {r["id"] for r in out} == {
+        "kubeadm/apiserver", "kubeadm/ca", "kubeadm/front-proxy-client", "kubeadm/etcd-peer"}
     assert query(rows, "length([?host=='cp2'])") == 3
 
 
