@@ -185,10 +185,9 @@ def _resolve_cas(found_list):
         leaf = found.chain[0]
         entry = found.entry
         if found in cas and _x509.signed_by(leaf, leaf):
-            entry["ca"] = entry["name"]
-            entry["externally_managed"] = found.key is None
-            continue
-        signer = next((ca for ca in cas if ca is not found and _x509.signed_by(leaf, ca.chain[0])), None)
+            signer = found
+        else:
+            signer = next((ca for ca in cas if ca is not found and _x509.signed_by(leaf, ca.chain[0])), None)
         if signer is not None:
             # kubeadm names its CAs by handle; other layouts by the CA file's id.
             entry["ca"] = signer.entry["name"] if signer.entry["distribution"] == "kubeadm" else signer.entry["id"]
