@@ -48,8 +48,9 @@ def read_node_file(fs, path):
             return handle.read()
     except (IOError, OSError) as exc:
         if exc.errno == errno.ENOENT:
-            if os.path.islink(real):
-                raise _Missing("%s is a dangling symlink to %s" % (path, os.readlink(real)))
+            link = fs.real(path, follow=False)
+            if os.path.islink(link):
+                raise _Missing("%s is a dangling symlink to %s" % (path, os.readlink(link)))
             raise _Missing("%s is absent" % path)
         if exc.errno == errno.EACCES:
             raise CertError("cannot read %s: permission denied (run the play with become: true)" % path)

@@ -80,15 +80,28 @@ class NodeFS:
     def __init__(self, rootfs="/"):
         self.rootfs = rootfs or "/"
 
-    def real(self, path):
-        return os.path.join(self.rootfs, path.lstrip("/"))
+    def real(self, path, follow=True):
+        """The path on this machine; symlinks in the last component stay inside ``rootfs``.
+
+        The kubelet writes ``kubelet-client-current.pem`` as an absolute link, which in a copied
+        tree would otherwise point at this machine's own /var/lib/kubelet.
+        """
+        real = os.path.join(self.rootfs, path.lstrip("/"))
+        if not follow or self.rootfs == "/":
+            return real
+        for _hop in range(16):
+            if not os.path.islink(real):
+                break
+            target = os.readlink(real)
+            real = os.path.join(self.rootfs, target.lstrip("/")) if os.path.isabs(target) else os.path.join(os.path.dirname(real), target)
+        return real
 
     def node_path(self, real_path):
         rel = os.path.relpath(real_path, self.rootfs)
         return "/" + ("" if rel == "." else rel)
 
     def exists(self, path):
-        return os.path.lexists(self.real(path))
+        return os.path.lexists(self.real(path, follow=False))
 
     def glob(self, pattern):
         return sorted(self.node_path(p) for p in glob.glob(self.real(pattern)))

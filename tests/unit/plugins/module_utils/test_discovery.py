@@ -303,3 +303,15 @@ def test_endpoints_tell_which_file_is_served(kubeadm_tree, now, tmp_path):
     assert entries["endpoint/%s:10250" % host]["state"] == "invalid"
     assert entries["endpoint/%s:2380" % host]["state"] == "missing"
     assert "connection refused" in entries["endpoint/%s:2380" % host]["message"]
+
+
+def test_absolute_symlinks_resolve_inside_rootfs(kubeadm_tree, now, tmp_path):
+    """The kubelet writes kubelet-client-current.pem as an absolute link; a copied tree must not escape to this host."""
+    root = tmp_path / "w1"
+    shutil.copytree(kubeadm_tree / "w1", root, symlinks=True)
+    link = root / "var/lib/kubelet/pki/kubelet-client-current.pem"
+    target = os.path.basename(os.path.realpath(link))
+    os.remove(link)
+    os.symlink("/var/lib/kubelet/pki/" + target, link)
+    entry = by_id(facts_of(root, now))["kubeconfig/kubelet.conf"]
+    assert (entry["state"], entry["subject"]) == ("ok", "CN=system:node:w1,O=system:nodes")
