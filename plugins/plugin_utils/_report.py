@@ -438,7 +438,7 @@ def _cell(key, value):
 
 def _state_line(rows):
     summary = summarize(rows)
-    parts = ["%d %s" % (n, s) for s, n in summary["by_state"].items() if n]
+    parts = ["%s %s" % (n, s) for s, n in summary["by_state"].items() if n]
     cert_hosts = len({r["host"] for r in rows if r.get("id") != NO_FACTS_ID})
     line = "%s certificate(s) on %s host(s): %s" % (
         summary["total"], cert_hosts, ", ".join(parts) if parts else "none")

@@ -1,0 +1,248 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE to the collection kubepki.fleet. Do not use this from other collections or roles.
+
+"""Renewal of kubeadm's certificate set and kubeconfig client certs: plan, refuse, write.
+
+A plan is computed and checked in full before anything is written, so a refusal (external CA,
+expired CA) leaves the node untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+
+from ansible.module_utils.common.yaml import yaml_dump, yaml_load
+
+from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _layouts, _sign, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_node_file
+from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
+
+PKI = _layouts.KUBEADM_PKI
+KUBELET_CLIENT_CURRENT = _layouts.KUBELET_PKI + "/kubelet-client-current.pem"
+CA_FILES = {"ca": "ca", "front-proxy-ca": "front-proxy-ca", "etcd-ca": "etcd/ca"}
+# Which CA signs each renewable file cert of kubeadm.
+FILE_CA = {"apiserver": "ca", "apiserver-kubelet-client": "ca", "front-proxy-client": "front-proxy-ca",
+           "apiserver-etcd-client": "etcd-ca", "etcd-server": "etcd-ca", "etcd-peer": "etcd-ca",
+           "etcd-healthcheck-client": "etcd-ca"}
+KUBECONFIGS = ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf")
+RENEWABLE = tuple(sorted(list(FILE_CA) + list(KUBECONFIGS)))
+
+# What must restart for a renewed cert to be in use (research/reload.md): the apiserver reloads its
+# serving and front-proxy certs and etcd reads its certs at every handshake, but the apiserver keeps
+# its kubelet client cert and its open etcd connections, and controller-manager and scheduler keep
+# their kubeconfig's client cert, until restarted.
+RESTARTS = {"apiserver-kubelet-client": "kube-apiserver", "apiserver-etcd-client": "kube-apiserver",
+            "controller-manager.conf": "kube-controller-manager", "scheduler.conf": "kube-scheduler",
+            "kubelet.conf": "kubelet"}
+RESTART_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+
+
+class Item:
+    """One certificate that may be renewed, with everything needed to renew it."""
+
+    def __init__(self, name, kind, path, ca_name, cert, key_path=None):
+        self.name = name
+        self.kind = kind            # "file", "kubeconfig" (embedded), "kubelet-conf" (repair)
+        self.path = path
+        self.ca_name = ca_name
+        self.cert = cert
+        self.key_path = key_path
+        self.embedded = kind != "kubelet-conf"
+        self.predicted_not_after = None
+        self.new_cert = None
+        self.new_key = None
+
+    def summary(self, now):
+        days_left = round((_x509.not_after(self.cert) - now).total_seconds() / 86400.0, 2)
+        return {"name": self.name, "path": self.path, "ca": self.ca_name, "not_after": _x509.iso(_x509.not_after(self.cert)),
+                "serial": _x509.serial_hex(self.cert), "days_left": days_left}
+
+
+def _current_user(config):
+    contexts = {c.get("name"): c.get("context") or {} for c in config.get("contexts") or []}
+    user_name = (contexts.get(config.get("current-context")) or {}).get("user")
+    for user in config.get("users") or []:
+        if user.get("name") == user_name:
+            return user.get("user") or {}
+    raise CertError("no user for current-context %r" % config.get("current-context"))
+
+
+def _load_kubeconfig(fs, path):
+    text = read_node_file(fs, path)
+    config = yaml_load(text)
+    if not isinstance(config, dict):
+        raise CertError("%s is not a kubeconfig" % path)
+    return text, config
+
+
+def _ca_pairs(fs):
+    """``{ca name: (cert, key or None)}`` of the CAs present."""
+    pairs = {}
+    for name, base in CA_FILES.items():
+        path = "%s/%s.crt" % (PKI, base)
+        if not fs.exists(path):
+            continue
+        cert = _x509.load_certificates(read_node_file(fs, path), path)[0]
+        key_path = "%s/%s.key" % (PKI, base)
+        key = _x509.load_private_key(read_node_file(fs, key_path), key_path) if fs.exists(key_path) else None
+        pairs[name] = (cert, key)
+    return pairs
+
+
+def inventory(fs):
+    """``(items, skipped)``: kubeadm's renewable certs on this node; absent ones are skipped with a reason."""
+    items, skipped = [], []
+    for name in RENEWABLE:
+        if name in FILE_CA:
+            base = name.replace("etcd-", "etcd/", 1) if name.startswith("etcd-") else name
+            path, key_path = "%s/%s.crt" % (PKI, base), "%s/%s.key" % (PKI, base)
+            if not fs.exists(path):
+                skipped.append({"name": name, "reason": "%s is absent (external etcd, or not a control-plane node)" % path})
+                continue
+            items.append(Item(name, "file", path, FILE_CA[name], _x509.load_certificates(read_node_file(fs, path), path)[0], key_path))
+        else:
+            path = "/etc/kubernetes/" + name
+            if not fs.exists(path):
+                reason = "absent: kubeadm writes it only on the node that ran kubeadm init" if name == "super-admin.conf" else "%s is absent" % path
+                skipped.append({"name": name, "reason": reason})
+                continue
+            _text, config = _load_kubeconfig(fs, path)
+            data = _current_user(config).get("client-certificate-data")
+            if not data:
+                skipped.append({"name": name, "reason": "%s has no embedded client certificate" % path})
+                continue
+            items.append(Item(name, "kubeconfig", path, "ca", _x509.load_certificates(base64.b64decode(data), path)[0]))
+    return items, skipped
+
+
+def kubelet_conf_item(fs):
+    """kubelet.conf when its client cert cannot rotate by itself any more, else None.
+
+    That is: it embeds its cert (the pre-1.17 init-node bug, kubeadm#1753), or the file it
+    points at has expired (rotation failed while the node was down).
+    """
+    path = "/etc/kubernetes/kubelet.conf"
+    if not fs.exists(path):
+        return None
+    _text, config = _load_kubeconfig(fs, path)
+    user = _current_user(config)
+    if user.get("client-certificate-data"):
+        cert = _x509.load_certificates(base64.b64decode(user["client-certificate-data"]), path)[0]
+    elif user.get("client-certificate") and fs.exists(user["client-certificate"]):
+        cert = _x509.load_certificates(read_node_file(fs, user["client-certificate"]), user["client-certificate"])[0]
+    else:
+        return None
+    item = Item("kubelet.conf", "kubelet-conf", path, "ca", cert)
+    item.embedded = bool(user.get("client-certificate-data"))
+    return item
+
+
+def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, repair_kubelet_conf=True):
+    """``(due, skipped)``; raises SigningError naming every cert it refuses to renew."""
+    items, skipped = inventory(fs)
+    if names:
+        unknown = sorted(set(names) - set(RENEWABLE) - {"kubelet.conf"})
+        if unknown:
+            raise CertError("unknown certificate name(s) %s; kubeadm's are: %s, kubelet.conf" % (", ".join(unknown), ", ".join(RENEWABLE)))
+        items = [i for i in items if i.name in names]
+    if repair_kubelet_conf and (not names or "kubelet.conf" in names):
+        kubelet = kubelet_conf_item(fs)
+        # A kubelet that rotates through its file is left to itself until that file has expired.
+        if kubelet is not None and (kubelet.embedded or _x509.not_after(kubelet.cert) <= now):
+            items.append(kubelet)
+    threshold = datetime.timedelta(days=threshold_days)
+    due = []
+    for item in items:
+        left = _x509.not_after(item.cert) - now
+        if force or left < threshold:
+            due.append(item)
+        else:
+            skipped.append({"name": item.name, "reason": "%.1f days left, not under threshold_days=%s" % (left.total_seconds() / 86400, threshold_days)})
+    cas = _ca_pairs(fs)
+    refusals = []
+    for item in due:
+        if item.ca_name not in cas:
+            refusals.append("%s: CA %s is absent (%s/%s.crt)" % (item.name, item.ca_name, PKI, CA_FILES[item.ca_name]))
+            continue
+        ca_cert, ca_key = cas[item.ca_name]
+        not_after = now + _sign.lifetime_of(item.cert, ca_cert, validity_days)
+        try:
+            _sign.check_ca(ca_cert, ca_key, item.ca_name, now, not_after)
+        except _sign.SigningError as exc:
+            refusals.append("%s: %s" % (item.name, exc))
+        item.predicted_not_after = not_after
+    if refusals:
+        raise _sign.SigningError("refusing to renew, nothing was changed: " + "; ".join(refusals))
+    return due, skipped
+
+
+def restarts_for(names):
+    wanted = {RESTARTS[name] for name in names if name in RESTARTS}
+    return [component for component in RESTART_ORDER if component in wanted]
+
+
+def _b64(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+def _kubeconfig_update(fs, item, ca_pem):
+    """The kubeconfig text with new client cert/key and refreshed CA data; the rest kept byte for byte."""
+    text, config = _load_kubeconfig(fs, item.path)
+    text = text.decode("utf-8")
+    user = _current_user(config)
+    replacements = [(user["client-certificate-data"], _b64(_sign.cert_pem(item.new_cert))),
+                    (user["client-key-data"], _b64(_sign.key_pem(item.new_key)))]
+    for cluster in config.get("clusters") or []:
+        old_ca = (cluster.get("cluster") or {}).get("certificate-authority-data")
+        if old_ca:  # kubeadm refreshes it from ca.crt on every renewal
+            replacements.append((old_ca, _b64(ca_pem)))
+    for old, new in replacements:
+        text = text.replace(old, new)
+    return text.encode("utf-8")
+
+
+def _kubelet_client_files(fs, item, now):
+    """What the documented repair (kubeadm troubleshooting) leaves: a pem the kubelet rotates, and kubelet.conf pointing at it."""
+    pem_path = "%s/kubelet-client-%s.pem" % (_layouts.KUBELET_PKI, now.strftime("%Y-%m-%d-%H-%M-%S"))
+    config = _load_kubeconfig(fs, item.path)[1]
+    user = _current_user(config)
+    for field in ("client-certificate-data", "client-key-data"):
+        user.pop(field, None)
+    user["client-certificate"] = user["client-key"] = KUBELET_CLIENT_CURRENT
+    return pem_path, _sign.cert_pem(item.new_cert) + _sign.key_pem(item.new_key), yaml_dump(config, default_flow_style=False).encode("utf-8")
+
+
+def apply(fs, due, now, validity_days=None):
+    """Issue and write every due cert natively; returns the renewed summaries."""
+    cas = _ca_pairs(fs)
+    renewed = []
+    for item in due:
+        ca_cert, ca_key = cas[item.ca_name]
+        # The kubelet makes its own client keys ECDSA P-256 whatever kubeadm's algorithm is.
+        key = _sign.new_p256_key() if item.kind == "kubelet-conf" else None
+        item.new_cert, item.new_key = _sign.reissue(item.cert, ca_cert, ca_key, now, validity_days, item.ca_name, key=key)
+        if item.kind == "file":
+            _files.write_files([(fs.real(item.key_path), _sign.key_pem(item.new_key), 0o600),
+                                (fs.real(item.path), _sign.cert_pem(item.new_cert), 0o644)])
+        elif item.kind == "kubeconfig":
+            _files.write_file(fs.real(item.path), _kubeconfig_update(fs, item, _sign.cert_pem(ca_cert)))
+        else:
+            pem_path, pem, conf = _kubelet_client_files(fs, item, now)
+            _files.write_file(fs.real(pem_path), pem)
+            link = fs.real(KUBELET_CLIENT_CURRENT, follow=False)
+            temp_link = link + ".kubepki-tmp"
+            if os.path.lexists(temp_link):
+                os.unlink(temp_link)
+            os.symlink(pem_path, temp_link)
+            os.rename(temp_link, link)
+            _files.write_file(fs.real(item.path), conf)
+        summary = item.summary(now)
+        summary.update(new_not_after=_x509.iso(_x509.not_after(item.new_cert)), new_serial=_x509.serial_hex(item.new_cert))
+        renewed.append(summary)
+    return renewed

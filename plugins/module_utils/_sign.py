@@ -1,0 +1,110 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE to the collection kubepki.fleet. Do not use this from other collections or roles.
+
+"""Re-issue a certificate like its old self, signed by the local CA (the ``native`` method)."""
+
+from __future__ import annotations
+
+import datetime
+
+from ansible_collections.kubepki.fleet.plugins.module_utils import _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import (
+    ExtensionOID,
+    ec,
+    ed25519,
+    hashes,
+    rsa,
+    serialization,
+    x509,
+)
+
+BACKDATE = datetime.timedelta(minutes=5)  # kubeadm's CertificateBackdate: tolerates small clock skew
+DEFAULT_LIFETIME = datetime.timedelta(days=365)
+_COPIED_EXTENSIONS = (ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.KEY_USAGE, ExtensionOID.EXTENDED_KEY_USAGE,
+                      ExtensionOID.BASIC_CONSTRAINTS) if ExtensionOID else ()
+
+
+class SigningError(_x509.CertError):
+    """Renewal is refused; the message says why and what to do."""
+
+
+def new_key_like(public_key):
+    """A fresh private key of the same type and size as ``public_key``."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return rsa.generate_private_key(public_exponent=65537, key_size=public_key.key_size)
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return ec.generate_private_key(public_key.curve)
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return ed25519.Ed25519PrivateKey.generate()
+    raise SigningError("cannot make a new key like %s" % _x509.key_type(public_key))
+
+
+def lifetime_of(old, ca_cert, validity_days=None):
+    """How long the new cert lives: ``validity_days``, else the old cert's lifetime.
+
+    kubeadm before v1.31 pinned a leaf's NotBefore to its CA's NotBefore, so the old lifetime grows by
+    a year at each renewal there; such a cert gets kubeadm's one year instead.
+    """
+    if validity_days:
+        return datetime.timedelta(days=validity_days)
+    lifetime = _x509.not_after(old) - _x509.not_before(old)
+    if _x509.not_before(old) == _x509.not_before(ca_cert) and lifetime > DEFAULT_LIFETIME + BACKDATE:
+        return DEFAULT_LIFETIME
+    return lifetime - BACKDATE if lifetime > 2 * BACKDATE else lifetime
+
+
+def check_ca(ca_cert, ca_key, ca_name, now, not_after):
+    """Refuse to sign with a CA that cannot vouch for the new leaf until ``not_after``."""
+    if ca_key is None:
+        raise SigningError("the key of CA %s is absent on this node (externally managed CA): have the external CA sign "
+                           "a new certificate, or run on a node that holds the CA key" % ca_name)
+    if not _x509.is_ca(ca_cert):
+        raise SigningError("%s is not a CA certificate (no basicConstraints CA:TRUE)" % ca_name)
+    if not _x509.key_matches(ca_cert, ca_key):
+        raise SigningError("the key of CA %s does not match its certificate: restore both from the same backup" % ca_name)
+    if now > _x509.not_after(ca_cert):
+        raise SigningError("CA %s expired %s: renewing leaves with it is useless; rotate the CA first "
+                           "(https://kubernetes.io/docs/tasks/tls/manual-rotation-of-ca-certificates/)"
+                           % (ca_name, _x509.iso(_x509.not_after(ca_cert))))
+    if not_after > _x509.not_after(ca_cert):
+        raise SigningError("CA %s expires %s, before the renewed certificate would (%s): rotate the CA first, or set a "
+                           "shorter validity_days" % (ca_name, _x509.iso(_x509.not_after(ca_cert)), _x509.iso(not_after)))
+
+
+def new_p256_key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def reissue(old, ca_cert, ca_key, now, validity_days=None, ca_name="ca", key=None):
+    """``(certificate, private_key)``: subject, SANs and usages of ``old``; ``key`` or a new one of the old type."""
+    lifetime = lifetime_of(old, ca_cert, validity_days)
+    not_after = now + lifetime
+    check_ca(ca_cert, ca_key, ca_name, now, not_after)
+    key = key or new_key_like(old.public_key())
+    builder = (x509.CertificateBuilder()
+               .subject_name(old.subject)
+               .issuer_name(ca_cert.subject)
+               .public_key(key.public_key())
+               .serial_number(x509.random_serial_number() >> 97 or 1)  # < 2^63 like Go's kubeadm
+               .not_valid_before(now - BACKDATE)
+               .not_valid_after(not_after))
+    for extension in old.extensions:
+        if extension.oid in _COPIED_EXTENSIONS:
+            builder = builder.add_extension(extension.value, critical=extension.critical)
+    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
+    algorithm = None if isinstance(ca_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(ca_key, algorithm), key
+
+
+def cert_pem(cert):
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key):
+    """PEM as Go's keyutil writes it: PKCS#1 for RSA, SEC1 for ECDSA (PKCS#8 for Ed25519)."""
+    fmt = serialization.PrivateFormat.PKCS8 if isinstance(key, ed25519.Ed25519PrivateKey) else serialization.PrivateFormat.TraditionalOpenSSL
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())

@@ -1,0 +1,226 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: kubeadm_renew
+short_description: Renew kubeadm's certificates and the client certs embedded in its kubeconfigs
+version_added: 0.1.0
+description:
+  - Renews what is under O(threshold_days) (or everything with O(force)) among kubeadm's certificate set
+    (C(apiserver), C(apiserver-kubelet-client), C(front-proxy-client), C(apiserver-etcd-client), C(etcd-server),
+    C(etcd-peer), C(etcd-healthcheck-client)) and the client certs embedded in C(admin.conf), C(super-admin.conf),
+    C(controller-manager.conf) and C(scheduler.conf).
+  - Repairs a C(kubelet.conf) that embeds its client cert, or whose rotating client cert has expired, the way
+    kubeadm's troubleshooting guide does it - a new C(kubelet-client-current.pem) and C(kubelet.conf) pointing at it.
+  - Refuses, changing nothing, when a needed CA key is absent (externally managed CA) or the CA has expired or would
+    expire before the renewed certificate.
+  - Returns RV(restart), the components that will not use their new certificates until restarted, in restart order.
+    The module restarts nothing itself.
+  - Each certificate and its key are replaced together by atomic renames (key first), keeping modes and owners.
+author:
+  - kubepki.fleet contributors (@kubepki)
+extends_documentation_fragment:
+  - kubepki.fleet._attributes
+  - kubepki.fleet._common
+attributes:
+  check_mode:
+    support: full
+    details: Returns the plan (which certificates, their predicted expiry, what restarts) and writes nothing.
+  diff_mode:
+    support: full
+    details: Shows the expiry and serial of each certificate before and after.
+options:
+  threshold_days:
+    description:
+      - Renew certificates with fewer days left than this.
+    type: int
+    default: 30
+  force:
+    description:
+      - Renew every selected certificate whatever its expiry, like C(kubeadm certs renew all).
+    type: bool
+    default: false
+  certs:
+    description:
+      - Limit renewal to these kubeadm handles (for example V(apiserver), V(admin.conf), V(kubelet.conf)).
+      - Empty means all of them.
+    type: list
+    elements: str
+    default: []
+  method:
+    description:
+      - V(native) re-issues each certificate with Python cryptography - subject, SANs and usages of the old one,
+        a new key of the same type, validity from O(validity_days) or the old lifetime.
+      - V(kubeadm) runs the node's C(kubeadm certs renew <name>) (only with O(rootfs=/)); kubelet.conf is repaired natively.
+      - V(auto) uses kubeadm when it is installed and O(rootfs) is V(/), else native.
+    type: str
+    choices: [auto, kubeadm, native]
+    default: auto
+  validity_days:
+    description:
+      - Lifetime of renewed certificates with the native method. Default is the old certificate's lifetime, so longer
+        validities are not reset to a year; certificates whose lifetime kubeadm before v1.31 inflated get one year.
+    type: int
+  repair_kubelet_conf:
+    description:
+      - Repair C(kubelet.conf) when it embeds its client cert or its rotating client cert has expired.
+    type: bool
+    default: true
+  now:
+    description:
+      - Evaluate expiry at this ISO 8601 instant instead of the clock (planning only; certificates are issued at the clock).
+    type: str
+seealso:
+  - module: kubepki.fleet.cert_facts
+"""
+
+EXAMPLES = r"""
+- name: Renew what expires within 30 days and learn what must restart
+  kubepki.fleet.kubeadm_renew:
+    threshold_days: 30
+  register: renewal
+
+- name: Everything, like kubeadm certs renew all, keeping the old lifetimes
+  kubepki.fleet.kubeadm_renew:
+    force: true
+    method: native
+
+- name: Only the controller-manager's and scheduler's kubeconfigs
+  kubepki.fleet.kubeadm_renew:
+    certs: [controller-manager.conf, scheduler.conf]
+"""
+
+RETURN = r"""
+renewed:
+  description: Certificates renewed (or, in check mode, that would be), with old and new expiry and serial.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: apiserver
+      path: /etc/kubernetes/pki/apiserver.crt
+      ca: ca
+      not_after: "2026-12-13T10:00:00Z"
+      serial: 3F2A0C1B9D
+      days_left: 19.9
+      new_not_after: "2027-11-23T10:00:00Z"
+      new_serial: 7C01D2E3F4
+skipped:
+  description: Certificates left alone, with the reason.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: super-admin.conf
+      reason: "absent: kubeadm writes it only on the node that ran kubeadm init"
+restart:
+  description: Components that must restart for the renewed certificates to be in use, in restart order.
+  returned: always
+  type: list
+  elements: str
+  sample: [kube-apiserver, kube-controller-manager, kube-scheduler]
+method:
+  description: The method used (V(kubeadm) or V(native)).
+  returned: always
+  type: str
+  sample: native
+"""
+
+import datetime
+import os
+import shutil
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography
+from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
+from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
+
+
+def _choose_method(module):
+    method = module.params["method"]
+    usable = module.params["rootfs"] == "/" and shutil.which("kubeadm") is not None
+    if method == "kubeadm" and not usable:
+        module.fail_json(msg="method=kubeadm needs the kubeadm binary on the node and rootfs=/; use method=native or auto")
+    return "kubeadm" if method == "kubeadm" or (method == "auto" and usable) else "native"
+
+
+def _renew_with_kubeadm(module, fs, due, now):
+    """``kubeadm certs renew <name>`` per cert; kubelet.conf is not kubeadm's business, so it goes native."""
+    native = [item for item in due if item.kind == "kubelet-conf"]
+    renewed = _kubeadm.apply(fs, native, now) if native else []
+    for item in due:
+        if item.kind == "kubelet-conf":
+            continue
+        rc, out, err = module.run_command(["kubeadm", "certs", "renew", item.name, "--cert-dir", _kubeadm.PKI])
+        if rc != 0 or "can't be renewed" in out:
+            module.fail_json(msg="kubeadm certs renew %s failed; certificates renewed before it stay renewed: %s"
+                             % (item.name, (err or out).strip()), renewed=renewed)
+        fresh = _kubeadm.inventory(fs)[0]
+        new_cert = next(i.cert for i in fresh if i.name == item.name)
+        summary = item.summary(now)
+        summary.update(new_not_after=_x509.iso(_x509.not_after(new_cert)), new_serial=_x509.serial_hex(new_cert))
+        renewed.append(summary)
+    return renewed
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            rootfs=dict(type="path", default="/"),
+            threshold_days=dict(type="int", default=30),
+            force=dict(type="bool", default=False),
+            certs=dict(type="list", elements="str", default=[]),
+            method=dict(type="str", default="auto", choices=["auto", "kubeadm", "native"]),
+            validity_days=dict(type="int"),
+            repair_kubelet_conf=dict(type="bool", default=True),
+            now=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    assert_cryptography(module)
+    params = module.params
+    fs = NodeFS(params["rootfs"])
+    if not os.path.isdir(fs.real(_kubeadm.PKI)):
+        module.fail_json(msg="%s not found under rootfs %s: this is not a kubeadm control-plane node" % (_kubeadm.PKI, params["rootfs"]))
+    clock = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        now = _x509.parse_time(params["now"]) if params["now"] else clock
+        due, skipped = _kubeadm.plan(fs, now, params["threshold_days"], params["force"], params["certs"],
+                                     params["validity_days"], params["repair_kubelet_conf"])
+    except CertError as exc:
+        module.fail_json(msg=str(exc))
+
+    method = _choose_method(module)
+    restart = _kubeadm.restarts_for([item.name for item in due])
+    if module.check_mode:
+        renewed = []
+        for item in due:
+            summary = item.summary(now)
+            summary.update(new_not_after=_x509.iso(item.predicted_not_after), new_serial=None)
+            renewed.append(summary)
+    else:
+        try:
+            renewed = _renew_with_kubeadm(module, fs, due, clock) if method == "kubeadm" else _kubeadm.apply(fs, due, clock, params["validity_days"])
+        except (CertError, IOError, OSError) as exc:
+            module.fail_json(msg="renewal failed: %s; files already renewed stay renewed and the others are untouched "
+                                 "(every cert and key pair is replaced atomically)" % exc)
+
+    result = dict(changed=bool(renewed), renewed=renewed, skipped=skipped, restart=restart, method=method)
+    if module._diff:
+        result["diff"] = {
+            "before": {r["name"]: {"not_after": r["not_after"], "serial": r["serial"]} for r in renewed},
+            "after": {r["name"]: {"not_after": r["new_not_after"], "serial": r["new_serial"] or "(new)"} for r in renewed},
+        }
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import stat
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
+
+from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _sign
+from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import gather
+from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
+from ansible_collections.kubepki.fleet.tests.lab import pki
+
+DAY = pki.DAY
+ALL = {"admin.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client", "controller-manager.conf",
+       "etcd-healthcheck-client", "etcd-peer", "etcd-server", "front-proxy-client", "scheduler.conf", "super-admin.conf"}
+
+
+def tree_digest(root):
+    digest = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                with open(path, "rb") as handle:
+                    digest[os.path.relpath(path, root)] = (hashlib.sha256(handle.read()).hexdigest(), stat.S_IMODE(os.stat(path).st_mode))
+    return digest
+
+
+@pytest.fixture
+def node(kubeadm_tree, tmp_path):
+    root = tmp_path / "cp1"
+    shutil.copytree(kubeadm_tree / "cp1", root, symlinks=True)
+    return root
+
+
+def load(path):
+    return x509.load_pem_x509_certificate(open(path, "rb").read())
+
+
+def test_plan_takes_what_is_under_threshold_and_names_the_restarts(node, now):
+    due, skipped = _kubeadm.plan(NodeFS(str(node)), now, threshold_days=30)
+    assert {item.name for item in due} == ALL
+    assert _kubeadm.restarts_for([item.name for item in due]) == ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    due, skipped = _kubeadm.plan(NodeFS(str(node)), now, threshold_days=10)
+    assert due == [] and {s["name"] for s in skipped} == ALL
+
+
+def test_native_renewal_keeps_identity_and_modes_and_is_idempotent(node, now):
+    fs = NodeFS(str(node))
+    old = load(node / "etc/kubernetes/pki/apiserver.crt")
+    before_modes = {p: stat.S_IMODE(os.stat(node / "etc/kubernetes/pki" / p).st_mode) for p in ("apiserver.crt", "apiserver.key")}
+    admin_before = yaml.safe_load((node / "etc/kubernetes/admin.conf").read_text())
+    due, _skipped = _kubeadm.plan(fs, now, threshold_days=30)
+    renewed = _kubeadm.apply(fs, due, now)
+    assert {r["name"] for r in renewed} == ALL
+
+    new = load(node / "etc/kubernetes/pki/apiserver.crt")
+    assert new.subject == old.subject and new.serial_number != old.serial_number
+    for oid in (ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.EXTENDED_KEY_USAGE, ExtensionOID.KEY_USAGE):
+        assert new.extensions.get_extension_for_oid(oid).value == old.extensions.get_extension_for_oid(oid).value
+    assert new.not_valid_after_utc - now == 365 * DAY  # the old lifetime (8760h + 5m backdate) minus the backdate
+    assert new.not_valid_before_utc == now - _sign.BACKDATE
+    assert before_modes == {p: stat.S_IMODE(os.stat(node / "etc/kubernetes/pki" / p).st_mode) for p in before_modes}
+
+    admin_after = yaml.safe_load((node / "etc/kubernetes/admin.conf").read_text())
+    assert admin_after["clusters"] == admin_before["clusters"] and admin_after["contexts"] == admin_before["contexts"]
+    assert admin_after["users"][0]["user"]["client-key-data"] != admin_before["users"][0]["user"]["client-key-data"]
+
+    facts = gather(fs, now=now, probe=False)
+    kubeadm_entries = [e for e in facts["certs"] if e["name"] in ALL]
+    assert len(kubeadm_entries) == len(ALL)
+    assert all(e["state"] == "ok" and e["key_matches"] is True for e in kubeadm_entries), kubeadm_entries
+    assert {e["name"]: e["ca"] for e in kubeadm_entries}["etcd-server"] == "etcd-ca"
+    assert _kubeadm.plan(fs, now, threshold_days=30)[0] == []
+
+
+def test_v128_inflated_lifetime_gets_one_year_and_ecdsa_stays_ecdsa(tmp_path, now):
+    cluster = pki.kubeadm_cluster(now, ca_issued_at=now - 1200 * DAY, style="v1.28", key="ecdsa")
+    pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True, leaf_issued_at=now - 360 * DAY)
+    fs = NodeFS(str(tmp_path))
+    old = load(tmp_path / "etc/kubernetes/pki/apiserver.crt")
+    assert old.not_valid_after_utc - old.not_valid_before_utc > 900 * DAY  # NotBefore pinned to the CA's
+    _kubeadm.apply(fs, _kubeadm.plan(fs, now, 30, names=["apiserver"])[0], now)
+    new = load(tmp_path / "etc/kubernetes/pki/apiserver.crt")
+    assert new.not_valid_after_utc - now == 365 * DAY
+    assert new.public_key().curve.name == "secp256r1"
+
+
+def test_longer_validity_is_kept(tmp_path, now):
+    cluster = pki.kubeadm_cluster(now, ca_issued_at=now - 10 * DAY)
+    pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True)
+    fs = NodeFS(str(tmp_path))
+    due = _kubeadm.plan(fs, now, 30, force=True, names=["front-proxy-client"], validity_days=1000)[0]
+    _kubeadm.apply(fs, due, now, validity_days=1000)
+    assert load(tmp_path / "etc/kubernetes/pki/front-proxy-client.crt").not_valid_after_utc - now == 1000 * DAY
+
+
+def test_external_ca_is_refused_and_nothing_changes(node, now):
+    os.remove(node / "etc/kubernetes/pki/ca.key")
+    before = tree_digest(node)
+    with pytest.raises(_sign.SigningError) as caught:
+        _kubeadm.plan(NodeFS(str(node)), now, threshold_days=30)
+    assert "externally managed CA" in str(caught.value) and "nothing was changed" in str(caught.value)
+    assert tree_digest(node) == before
+
+
+def test_ca_expiring_before_the_new_leaf_is_refused(tmp_path, now):
+    cluster = pki.kubeadm_cluster(now, ca_issued_at=now - 3600 * DAY)  # CA has 50 days left
+    pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True, leaf_issued_at=now - 350 * DAY)
+    with pytest.raises(_sign.SigningError) as caught:
+        _kubeadm.plan(NodeFS(str(tmp_path)), now, threshold_days=30)
+    assert "rotate the CA first" in str(caught.value)
+    due = _kubeadm.plan(NodeFS(str(tmp_path)), now, 30, validity_days=40)[0]
+    assert due
+
+
+def test_embedded_expired_kubelet_conf_is_repaired(tmp_path, now):
+    cluster = pki.kubeadm_cluster(now, ca_issued_at=now - 800 * DAY)
+    pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True)
+    old = pki.new_leaf("system:node:cp1", cluster.ca, cluster.profile, now - 400 * DAY, "ecdsa", orgs=["system:nodes"])
+    conf_path = tmp_path / "etc/kubernetes/kubelet.conf"
+    conf = yaml.safe_load(conf_path.read_text())
+    conf["users"][0]["user"] = {"client-certificate-data": base64.b64encode(pki.cert_pem(old.cert)).decode(),
+                                "client-key-data": base64.b64encode(pki.key_pem(old.key)).decode()}
+    conf_path.write_text(yaml.safe_dump(conf))
+    fs = NodeFS(str(tmp_path))
+    due = _kubeadm.plan(fs, now, threshold_days=30)[0]
+    assert [i.name for i in due] == ["kubelet.conf"]
+    assert _kubeadm.restarts_for(["kubelet.conf"]) == ["kubelet"]
+    _kubeadm.apply(fs, due, now)
+    user = yaml.safe_load(conf_path.read_text())["users"][0]["user"]
+    assert user == {"client-certificate": "/var/lib/kubelet/pki/kubelet-client-current.pem",
+                    "client-key": "/var/lib/kubelet/pki/kubelet-client-current.pem"}
+    entry = {e["id"]: e for e in gather(fs, now=now, probe=False)["certs"]}["kubeconfig/kubelet.conf"]
+    assert (entry["state"], entry["subject"], entry["key_matches"], entry["key_type"]) == (
+        "ok", "CN=system:node:cp1,O=system:nodes", True, "ECDSA-P256")
+    assert stat.S_IMODE(os.stat(fs.real("/var/lib/kubelet/pki/kubelet-client-current.pem")).st_mode) == 0o600
+
+
+def test_unknown_names_are_rejected(node, now):
+    with pytest.raises(Exception) as caught:
+        _kubeadm.plan(NodeFS(str(node)), now, 30, names=["apiservr"])
+    assert "apiservr" in str(caught.value) and "apiserver" in str(caught.value)

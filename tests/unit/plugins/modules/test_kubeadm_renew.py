@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import pytest
+
+from ansible_collections.kubepki.fleet.plugins.modules import kubeadm_renew
+
+
+def digest(root):
+    return {os.path.relpath(os.path.join(d, f), root): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _dirs, files in os.walk(root) for f in files if not os.path.islink(os.path.join(d, f))}
+
+
+@pytest.fixture
+def node(kubeadm_tree, tmp_path):
+    root = tmp_path / "cp1"
+    shutil.copytree(kubeadm_tree / "cp1", root, symlinks=True)
+    return root
+
+
+def test_check_mode_plans_and_writes_nothing(run_module, node):
+    before = digest(node)
+    result = run_module(kubeadm_renew, rootfs=str(node), _ansible_check_mode=True, _ansible_diff=True)
+    assert result["changed"] is True and len(result["renewed"]) == 11
+    assert result["restart"] == ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    assert result["method"] == "native"
+    apiserver = next(r for r in result["renewed"] if r["name"] == "apiserver")
+    assert apiserver["new_not_after"] > apiserver["not_after"]
+    assert result["diff"]["before"]["apiserver"]["not_after"] == apiserver["not_after"]
+    assert digest(node) == before
+
+
+def test_renew_then_second_run_changes_nothing(run_module, node):
+    first = run_module(kubeadm_renew, rootfs=str(node), _ansible_diff=True)
+    assert first["changed"] and first["diff"]["after"]["apiserver"]["serial"] != first["diff"]["before"]["apiserver"]["serial"]
+    after_first = digest(node)
+    second = run_module(kubeadm_renew, rootfs=str(node))
+    assert (second["changed"], second["renewed"], second["restart"]) == (False, [], [])
+    assert digest(node) == after_first
+
+
+def test_refusal_fails_with_what_to_do(run_module, node):
+    os.remove(node / "etc/kubernetes/pki/front-proxy-ca.key")
+    before = digest(node)
+    result = run_module(kubeadm_renew, rootfs=str(node))
+    assert result["failed"] and "front-proxy-client" in result["msg"] and "externally managed CA" in result["msg"]
+    assert digest(node) == before
+
+
+def test_not_a_kubeadm_node(run_module, tmp_path):
+    result = run_module(kubeadm_renew, rootfs=str(tmp_path))
+    assert result["failed"] and "not a kubeadm control-plane node" in result["msg"]
+
+
+def test_method_kubeadm_without_the_binary(run_module, node):
+    result = run_module(kubeadm_renew, rootfs=str(node), method="kubeadm")
+    assert result["failed"] and "method=native" in result["msg"]
