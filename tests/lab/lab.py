@@ -50,9 +50,9 @@ RUN_DIR = "/run/kubepki-lab"
 LOG_DIR = "/var/log/kubepki-lab"
 # Paths each node has its own copy of. /root is per node too: root's shared ~/.bashrc would
 # otherwise put pyenv/cargo ahead of BIN_DIR in every SSH session (bash sources it when started
-# by sshd), and ~/.ansible/tmp would be shared by all "hosts".
+# by sshd), and ~/.ansible/tmp would be shared by all "hosts". /var/lib/kubepki holds our backups and lock.
 NODE_PATHS = ("/etc/kubernetes", "/var/lib/etcd", "/var/lib/kubelet", "/var/lib/rancher",
-              "/etc/rancher", "/root", BIN_DIR, RUN_DIR, LOG_DIR)
+              "/etc/rancher", "/root", "/var/lib/kubepki", BIN_DIR, RUN_DIR, LOG_DIR)
 NODE_PATH_ENV = BIN_DIR + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Modules run with Debian's python on the nodes: it has python3-cryptography (38.x on Debian 12).
 NODE_PYTHON = "/usr/bin/python3"
