@@ -111,8 +111,10 @@ renewed:
       days_left: 19.9
       new_not_after: "2027-11-23T10:00:00Z"
       new_serial: 7C01D2E3F4
-skipped:
-  description: Certificates left alone, with the reason.
+skipped_certs:
+  description:
+    - Certificates left alone, with the reason.
+    - Not named C(skipped), which Ansible reserves - a non-empty list there would mark the whole task as skipped.
   returned: always
   type: list
   elements: dict
@@ -213,7 +215,7 @@ def main():
             module.fail_json(msg="renewal failed: %s; files already renewed stay renewed and the others are untouched "
                                  "(every cert and key pair is replaced atomically)" % exc)
 
-    result = dict(changed=bool(renewed), renewed=renewed, skipped=skipped, restart=restart, method=method)
+    result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, restart=restart, method=method)
     if module._diff:
         result["diff"] = {
             "before": {r["name"]: {"not_after": r["not_after"], "serial": r["serial"]} for r in renewed},

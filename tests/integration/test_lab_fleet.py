@@ -1,0 +1,228 @@
+"""The default lab fleet with its services (tests/lab/nodes.py, supervisor.py, tools/): each scenario
+serves what it should, the service tools act on the running components, and `down` leaves nothing.
+
+Brings up tests/lab/fleet.yml (hooks included) with `lab.py up` into a tmp dir, checks served
+certificates over TLS, runs the node tools over real SSH, then tears down. Needs root and the
+default fleet's addresses (127.0.1.11-42) plus 127.0.0.1:6444 free: bring a default lab down first.
+"""
+import datetime
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_PY = REPO / "tests" / "lab" / "lab.py"
+sys.path.insert(0, str(LAB_PY.parent))
+import lab as labmod  # noqa: E402  pylint: disable=wrong-import-position
+
+ALPHA_CPS = {"alpha-cp1": "127.0.1.11", "alpha-cp2": "127.0.1.12", "alpha-cp3": "127.0.1.13"}
+BRAVO, CHARLIE, DELTA = "127.0.1.21", {"charlie-cp1": "127.0.1.31", "charlie-w1": "127.0.1.32"}, "127.0.1.41"
+TIMINGS = {}
+
+
+def _cli(*args, timeout=180):
+    return subprocess.run([sys.executable, str(LAB_PY), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=str(REPO), check=False)
+
+
+def _busy(addresses):
+    busy = []
+    for host, port in addresses:
+        with socket.socket() as sock:
+            sock.settimeout(0.3)
+            if sock.connect_ex((host, port)) == 0:
+                busy.append(f"{host}:{port}")
+    return busy
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    spec = labmod.load_fleet(labmod.DEFAULT_FLEET)
+    busy = _busy([(n.address, 22) for n in spec.nodes] + [("127.0.0.1", 6444)])
+    if busy:
+        pytest.skip(f"default fleet addresses busy ({', '.join(busy)}): run `lab.py down` first")
+    output = tmp_path_factory.mktemp("fleet") / "lab"
+    started = time.monotonic()
+    res = _cli("up", "--output", str(output))
+    TIMINGS["up"] = time.monotonic() - started
+    if res.returncode:
+        _cli("down", "--output", str(output))
+        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
+    lab = labmod.Lab(output)
+    yield lab
+    _cli("down", "--output", str(output))
+
+
+def ssh(lab, node, command, check=True):
+    """Run a shell command on a node over the lab's real SSH, as Ansible would reach it."""
+    address = lab.state()["nodes"][node]["address"]
+    res = subprocess.run(["ssh", "-i", str(lab.ssh_key), "-o", f"UserKnownHostsFile={lab.known_hosts}",
+                          "-o", "StrictHostKeyChecking=accept-new", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                          f"root@{address}", command], capture_output=True, text=True, timeout=60, check=False)
+    if check:
+        assert res.returncode == 0, f"{node}: {command}: {res.stdout}{res.stderr}"
+    return res
+
+
+def served(host, port):
+    """The leaf certificate a TLS endpoint presents (not verified)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=5) as sock, ctx.wrap_socket(sock) as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def days_left(cert):
+    return (cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)).total_seconds() / 86400
+
+
+def cn(cert):
+    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+def wait_for(predicate, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.25)
+
+
+def listening(host, port):
+    return bool(_busy([(host, port)]))
+
+
+def test_bring_up_time(fleet):
+    print(f"lab up (9 nodes, services ready): {TIMINGS['up']:.1f}s")
+    assert TIMINGS["up"] < 120
+
+
+def test_alpha_apiservers_serve_certs_expiring_within_20_days(fleet):
+    for address in ALPHA_CPS.values():
+        cert = served(address, 6443)
+        assert cn(cert) == "kube-apiserver"
+        assert 0 < days_left(cert) < 20, (address, cert.not_valid_after_utc)
+
+
+def test_bravo_serves_expired_leaves_with_a_valid_ca(fleet):
+    for port in (6443, 10250):
+        assert days_left(served(BRAVO, port)) < -6
+    ca = x509.load_pem_x509_certificate((fleet.node_root("bravo-cp1") / "etc/kubernetes/pki/ca.crt").read_bytes())
+    assert days_left(ca) > 3000
+
+
+def test_charlie_kubelet_serves_expired_self_signed_cert(fleet):
+    for node, address in CHARLIE.items():
+        cert = served(address, 10250)
+        assert re.fullmatch(rf"{node}@\d{{10}}", cn(cert)), cn(cert)
+        assert re.fullmatch(rf"{node}-ca@\d{{10}}", cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+        assert days_left(cert) < 0
+    assert days_left(served(CHARLIE["charlie-cp1"], 6443)) > 3000     # RKE's 10-year leaves
+
+
+def test_delta_serves_expired_k3s_cert_while_its_files_are_fresh(fleet):
+    cert = served(DELTA, 6443)
+    assert cn(cert) == "k3s" and days_left(cert) < 0
+    tls = fleet.node_root("delta-server") / "var/lib/rancher/k3s/server/tls"
+    for name in ("client-admin.crt", "serving-kube-apiserver.crt", "client-supervisor.crt"):
+        assert days_left(x509.load_pem_x509_certificate((tls / name).read_bytes())) > 120, name
+    assert days_left(served("127.0.0.1", 6444)) > 120
+    assert days_left(served("127.0.1.42", 10250)) > 300        # the agent re-issued its certs at start
+    res = ssh(fleet, "delta-server", "kubectl -n kube-system get secret k3s-serving", check=False)
+    assert res.returncode != 0 and "x509: certificate has expired" in res.stderr, res.stderr
+
+
+def test_alpha_etcd_members_are_healthy(fleet):
+    pki_dir = "/etc/kubernetes/pki/etcd"
+    etcdctl = (f"etcdctl --endpoints={','.join(f'https://{a}:2379' for a in ALPHA_CPS.values())} "
+               f"--cacert={pki_dir}/ca.crt --cert={pki_dir}/healthcheck-client.crt --key={pki_dir}/healthcheck-client.key")
+    health = ssh(fleet, "alpha-cp1", etcdctl + " endpoint health")
+    assert (health.stdout + health.stderr).count("is healthy") == 3, health.stdout + health.stderr  # etcdctl prints to stderr
+    members = ssh(fleet, "alpha-cp1", etcdctl + " member list").stdout.splitlines()
+    assert sorted(line.split(", ")[2] for line in members) == sorted(ALPHA_CPS)
+    assert all(", started, " in line for line in members)
+
+
+def test_kubectl_with_admin_conf(fleet):
+    ok = subprocess.run(["kubectl", "--kubeconfig", str(fleet.node_root("alpha-cp1") / "etc/kubernetes/admin.conf"),
+                         "get", "namespaces"], capture_output=True, text=True, timeout=60, check=False)
+    assert ok.returncode == 0 and "kube-system" in ok.stdout, ok.stderr
+    expired = subprocess.run(["kubectl", "--kubeconfig", str(fleet.node_root("bravo-cp1") / "etc/kubernetes/admin.conf"),
+                              "get", "namespaces"], capture_output=True, text=True, timeout=60, check=False)
+    assert expired.returncode != 0 and "x509: certificate has expired" in expired.stderr, expired.stderr
+
+
+def scheduler_pid(lab):
+    res = ssh(lab, "alpha-cp2", "id=$(crictl ps --name kube-scheduler -q); [ -z \"$id\" ] || crictl inspect $id")
+    found = re.search(r'"pid": (\d+)', res.stdout)
+    return int(found.group(1)) if found else 0
+
+
+def test_moving_a_manifest_out_stops_the_static_pod_and_back_starts_it(fleet):
+    before = scheduler_pid(fleet)
+    assert before and listening("127.0.1.12", 10259)
+    ssh(fleet, "alpha-cp2", "mv /etc/kubernetes/manifests/kube-scheduler.yaml /etc/kubernetes/")
+    wait_for(lambda: not scheduler_pid(fleet) and not listening("127.0.1.12", 10259), "kube-scheduler to stop")
+    assert not os.path.exists(f"/proc/{before}/cmdline") or "kube-scheduler" not in Path(f"/proc/{before}/cmdline").read_text()
+    ssh(fleet, "alpha-cp2", "mv /etc/kubernetes/kube-scheduler.yaml /etc/kubernetes/manifests/")
+    after = wait_for(lambda: listening("127.0.1.12", 10259) and scheduler_pid(fleet), "kube-scheduler to start")
+    assert after != before
+
+
+def test_systemctl_restart_k3s_keeps_serving_the_stored_secret(fleet):
+    def main_pid():
+        return int(ssh(fleet, "delta-server", "systemctl show k3s -p MainPID").stdout.strip().split("=")[1])
+    before, served_before = main_pid(), served(DELTA, 6443).serial_number
+    ssh(fleet, "delta-server", "systemctl restart k3s")
+    assert ssh(fleet, "delta-server", "systemctl is-active k3s").stdout.strip() == "active"
+    assert main_pid() not in (0, before)
+    wait_for(lambda: listening(DELTA, 6443), "k3s to listen again")
+    assert served(DELTA, 6443).serial_number == served_before    # the seed-003 bug: restart renews only files
+
+
+def test_docker_restart_kubelet(fleet):
+    def pid():
+        return int(ssh(fleet, "charlie-cp1", "docker inspect --format '{{.State.Pid}}' kubelet").stdout)
+    before = pid()
+    assert ssh(fleet, "charlie-cp1", "docker restart kubelet").stdout.strip() == "kubelet"
+    assert pid() not in (0, before)
+    assert "kubelet" in ssh(fleet, "charlie-cp1", "docker ps --format '{{.Names}}'").stdout.split()
+    wait_for(lambda: listening(CHARLIE["charlie-cp1"], 10250), "the kubelet to listen again")
+    assert days_left(served(CHARLIE["charlie-cp1"], 10250)) < 0       # same self-signed cert until it is deleted
+
+
+def test_k3s_serves_a_fresh_cert_once_secret_and_cache_are_gone(fleet):
+    ssh(fleet, "delta-server", "sqlite3 /var/lib/rancher/k3s/server/db/state.db "
+                               "\"DELETE FROM kine WHERE name = '/registry/secrets/kube-system/k3s-serving'\" && "
+                               "rm /var/lib/rancher/k3s/server/tls/dynamic-cert.json && systemctl restart k3s")
+    cert = wait_for(lambda: listening(DELTA, 6443) and served(DELTA, 6443), "k3s to listen again")
+    assert cn(cert) == "k3s" and days_left(cert) > 360
+    fingerprint = ssh(fleet, "delta-server", "kubectl -n kube-system get secret k3s-serving "
+                                             "-o jsonpath='{.metadata.annotations.listener\\.cattle\\.io/fingerprint}'").stdout
+    assert fingerprint == "SHA1=" + cert.fingerprint(hashes.SHA1()).hex().upper()
+
+
+def test_down_leaves_nothing(fleet):
+    started = time.monotonic()
+    res = _cli("down", "--output", str(fleet.output))
+    print(f"lab down: {time.monotonic() - started:.1f}s")
+    assert res.returncode == 0, res.stderr
+    assert labmod.find_node_namespaces(fleet.output) == {}
+    ss = subprocess.run(["ss", "-Htln"], capture_output=True, text=True, check=True).stdout
+    left = [line for line in ss.splitlines() if re.search(r"127\.0\.1\.\d+:|127\.0\.0\.1:6444\b", line)]
+    assert not left, left

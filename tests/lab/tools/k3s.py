@@ -1,0 +1,505 @@
+"""k3s for lab nodes: `k3s server`, `k3s agent`, `k3s certificate check|rotate`, `k3s kubectl`.
+
+Behaves as research/rancher.md describes, with the file layout of tests/lab/pki.py:
+
+- `k3s server` at start re-issues each leaf of server/tls that is missing or within 120 days of
+  expiry (§1.3; CAs never), re-issues the embedded agent's certs (§1.6), rewrites
+  /etc/rancher/k3s/k3s.yaml (§1.8), then picks the supervisor cert (dynamiclistener, §1.7): the
+  k3s-serving secret from the datastore if there is one, even expired (the seed-003 bug: it is not
+  renewed at run time here); else dynamic-cert.json, stored back as the secret; else, or when
+  server/tls/dynamic-cert-regenerate exists, a fresh one. The datastore is kine on SQLite
+  (server/db/state.db, table kine, key /registry/secrets/kube-system/k3s-serving, value
+  "k8s\\0" + protobuf, §1.9). Listens on --bind-address:6443 (the supervisor cert; k3s.yaml points there),
+  127.0.0.1:6444 (serving-kube-apiserver.crt, reloaded on change) and <node-ip>:10250 (kubelet).
+  The HTTP side answers health, /cacerts, /ping, and GET/DELETE of the k3s-serving secret with
+  the discovery kubectl needs for `kubectl -n kube-system delete secret k3s-serving`; no client auth.
+- `k3s agent` re-issues its certs at every start and serves serving-kubelet.crt on :10250. A real
+  agent has them signed by the server; the lab's agent signs with the CA pair that populate left
+  in /run/kubepki-lab/k3s-ca (lab plumbing, not part of the node's k3s layout).
+- `k3s certificate check [-s SVC]... [-o text|table|json]` and `k3s certificate rotate [-s SVC]...`
+  (backup to server/tls-<unix>, delete the files, write dynamic-cert-regenerate; §1.5).
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import supervisor  # noqa: E402  pylint: disable=wrong-import-position
+
+PROGRAM = "k3s"
+DATA_DIR = Path("/var/lib/rancher/k3s")
+RENEW_DAYS = 120                   # CertificateRenewDays since the May 2025 releases (90 before)
+SECRET_KEY = "/registry/secrets/kube-system/k3s-serving"
+SIGNER_DIR = supervisor.RUN_DIR / "k3s-ca"
+LAB_BIN = "/opt/kubepki-lab/bin"
+CA_FILES = ("server-ca", "client-ca", "request-header-ca", "etcd/server-ca", "etcd/peer-ca")
+# certificate check/rotate services -> files under the data dir (k3s pkg/util/services)
+SERVICES = {
+    "admin": ["server/tls/client-admin"],
+    "api-server": ["server/tls/client-kube-apiserver", "server/tls/serving-kube-apiserver"],
+    "controller-manager": ["server/tls/client-controller", "server/tls/kube-controller-manager/kube-controller-manager"],
+    "scheduler": ["server/tls/client-scheduler", "server/tls/kube-scheduler/kube-scheduler"],
+    "supervisor": ["server/tls/client-supervisor"],
+    "k3s-controller": ["agent/client-k3s-controller"],
+    "k3s-server": [],              # the dynamiclistener cert: rotate writes dynamic-cert-regenerate
+    "cloud-controller": ["server/tls/client-k3s-cloud-controller"],
+    "etcd": ["server/tls/etcd/client", "server/tls/etcd/server-client", "server/tls/etcd/peer-server-client"],
+    "auth-proxy": ["server/tls/client-auth-proxy"],
+    "kubelet": ["agent/client-kubelet", "agent/serving-kubelet"],
+    "kube-proxy": ["agent/client-kube-proxy"],
+}
+AGENT_SERVICES = ("kube-proxy", "kubelet", "k3s-controller")
+
+
+def log(level: str, msg: str) -> None:
+    print(f'time="{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ}" level={level} msg="{msg}"',
+          flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The datastore: kine on SQLite, the secret as Kubernetes protobuf
+
+KINE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kine (id INTEGER PRIMARY KEY AUTOINCREMENT, name INTEGER, created INTEGER,
+    deleted INTEGER, create_revision INTEGER, prev_revision INTEGER, lease INTEGER, value BLOB, old_value BLOB);
+CREATE INDEX IF NOT EXISTS kine_name_index ON kine (name);
+CREATE UNIQUE INDEX IF NOT EXISTS kine_name_prev_revision_uindex ON kine (name, prev_revision);
+"""
+
+
+def kine(data_dir: Path = DATA_DIR) -> sqlite3.Connection:
+    path = data_dir / "server/db/state.db"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(KINE_SCHEMA)
+    return db
+
+
+def kine_latest(db: sqlite3.Connection, key: str):
+    return db.execute("SELECT id, create_revision, deleted, value FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1",
+                      (key,)).fetchone()
+
+
+def kine_get(db: sqlite3.Connection, key: str) -> bytes | None:
+    row = kine_latest(db, key)
+    return None if row is None or row[2] else row[3]
+
+
+def kine_put(db: sqlite3.Connection, key: str, value: bytes | None) -> None:
+    """Every write adds a row, as kine does; value None marks the key deleted."""
+    prev = kine_latest(db, key)
+    live = prev is not None and not prev[2]
+    if value is None and not live:
+        return
+    db.execute("INSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value, old_value) "
+               "VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+               (key, int(not live), int(value is None), (prev[1] or prev[0]) if live else 0, prev[0] if prev else 0,
+                prev[3] if value is None else value, prev[3] if live else None))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb(num: int, value) -> bytes:
+    """One protobuf field: int -> varint, str/bytes -> length-delimited."""
+    if isinstance(value, int):
+        return _varint(num << 3) + _varint(value)
+    value = value.encode() if isinstance(value, str) else value
+    return _varint(num << 3 | 2) + _varint(len(value)) + value
+
+
+def _pb_fields(buf: bytes) -> list:
+    fields, pos = [], 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos)
+        if key & 7 == 0:
+            value, pos = _read_varint(buf, pos)
+        elif key & 7 == 2:
+            size, pos = _read_varint(buf, pos)
+            value, pos = buf[pos:pos + size], pos + size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {key & 7}")
+        fields.append((key >> 3, value))
+    return fields
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
+def secret_to_kine(secret: dict) -> bytes:
+    """core/v1 Secret in a runtime.Unknown, as the apiserver stores it: b"k8s\\0" + protobuf."""
+    meta = secret["metadata"]
+    stamp = int(datetime.datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00")).timestamp())
+    pb_meta = (_pb(1, meta["name"]) + _pb(3, meta["namespace"]) + _pb(5, meta["uid"]) + _pb(8, _pb(1, stamp))
+               + b"".join(_pb(12, _pb(1, k) + _pb(2, v)) for k, v in sorted(meta.get("annotations", {}).items())))
+    body = (_pb(1, pb_meta) + b"".join(_pb(2, _pb(1, k) + _pb(2, base64.b64decode(v)))
+                                       for k, v in sorted(secret["data"].items())) + _pb(3, secret["type"]))
+    return b"k8s\x00" + _pb(1, _pb(1, "v1") + _pb(2, "Secret")) + _pb(2, body)
+
+
+def kine_to_secret(value: bytes) -> dict:
+    if not value.startswith(b"k8s\x00"):
+        raise ValueError("not a protobuf value (encrypted secrets are not supported by the lab)")
+    raw = dict(_pb_fields(value[4:]))[2]
+    meta, data, kind = {"annotations": {}}, {}, ""
+    for num, val in _pb_fields(raw):
+        if num == 1:
+            for mnum, mval in _pb_fields(val):
+                if mnum in (1, 3, 5):
+                    meta[{1: "name", 3: "namespace", 5: "uid"}[mnum]] = mval.decode()
+                elif mnum == 8:
+                    secs = dict(_pb_fields(mval)).get(1, 0)
+                    meta["creationTimestamp"] = f"{datetime.datetime.fromtimestamp(secs, datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+                elif mnum == 12:
+                    entry = dict(_pb_fields(mval))
+                    meta["annotations"][entry[1].decode()] = entry.get(2, b"").decode()
+        elif num == 2:
+            entry = dict(_pb_fields(val))
+            data[entry[1].decode()] = base64.b64encode(entry.get(2, b"")).decode()
+        elif num == 3:
+            kind = val.decode()
+    return {"metadata": meta, "data": data, "type": kind}
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates
+
+def load_cluster(pki, tls: Path):
+    """The k3s cluster (CAs, service key) as found in a tls dir; absent files give None."""
+    from cryptography import x509  # pylint: disable=import-outside-toplevel
+    from cryptography.hazmat.primitives import serialization  # pylint: disable=import-outside-toplevel
+
+    def key(path: Path):
+        return serialization.load_pem_private_key(path.read_bytes(), None) if path.exists() else None
+
+    def pair(base: str):
+        crt = tls / f"{base}.crt"
+        if not crt.exists():
+            return None
+        with pki.quiet_serial_zero():
+            return pki.Pair(x509.load_pem_x509_certificate(crt.read_bytes()), key(tls / f"{base}.key"))
+
+    cas = [pair(base) for base in CA_FILES]
+    if cas[0] is None or cas[1] is None:
+        raise SystemExit(f"k3s: {tls}/server-ca.crt and client-ca.crt are needed (is this node populated?)")
+    # the lab's k3s is a v1.31 build: dynamiclistener < v0.7.3, the "legacy" validity rules
+    return pki.K3sCluster(PROGRAM, "legacy", pki.K3S_LEGACY, None, *cas, key(tls / "service.key"),
+                          "cluster.local", "10.43.0.1")
+
+
+def _leaf(path: Path):
+    from cryptography import x509  # pylint: disable=import-outside-toplevel
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _cn(cert) -> str:
+    from cryptography.x509.oid import NameOID  # pylint: disable=import-outside-toplevel
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return names[0].value if names else ""
+
+
+def renew_server(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, now) -> list:
+    """Re-issue the leaves of server/tls that are missing or within RENEW_DAYS; returns their names."""
+    tls = data_dir / "server/tls"
+    renewed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # pki.py knows every leaf's subject, SANs and issuer: issue them all, keep the due ones
+        fresh_root = Path(tmp)
+        pki.build_k3s_server(fresh_root, cluster, node, ip, now=now, leaf_issued_at=now, tls_sans=sans)
+        fresh_tls = fresh_root / str(tls).lstrip("/")
+        for crt in sorted(fresh_tls.rglob("*.crt")):
+            rel = crt.relative_to(fresh_tls)
+            if str(rel)[:-4] in CA_FILES or rel.name.endswith(".nochain.crt"):
+                continue
+            current = _leaf(tls / rel)
+            always = rel.parts[0] == "temporary-certs"      # the apiserver makes its loopback pair at each start
+            if not always and current is not None:
+                days = (supervisor.not_after(current) - now).total_seconds() / 86400
+                if days > RENEW_DAYS:
+                    continue
+                log("info", f"certificate CN={_cn(current)} will expire in {days:f} days at "
+                            f"{supervisor.not_after(current):%Y-%m-%dT%H:%M:%SZ}")
+            for src in (crt, crt.with_suffix(".key")):
+                pki.write_file(tls / src.relative_to(fresh_tls), src.read_bytes(), src.stat().st_mode & 0o777)
+            if not always:
+                new = _leaf(crt)
+                log("info", f"certificate CN={_cn(new)} signed by CN={new.issuer.rfc4514_string().split('=', 1)[1]}: "
+                            f"notBefore={new.not_valid_before:%Y-%m-%d %H:%M:%S} +0000 UTC "
+                            f"notAfter={supervisor.not_after(new):%Y-%m-%d %H:%M:%S} +0000 UTC")
+                renewed.append(str(rel))
+        for cred in (fresh_root / str(data_dir / "server/cred").lstrip("/")).glob("*"):
+            if not (data_dir / "server/cred" / cred.name).exists():
+                pki.write_file(data_dir / "server/cred" / cred.name, cred.read_bytes(), 0o600)
+    return renewed
+
+
+def serving_secret(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, now) -> dict:
+    """dynamiclistener's choice at start: datastore secret, else dynamic-cert.json, else a new one."""
+    tls = data_dir / "server/tls"
+    cache, trigger = tls / "dynamic-cert.json", tls / "dynamic-cert-regenerate"
+    db = kine(data_dir)
+    try:
+        stored = kine_get(db, SECRET_KEY)
+        secret = kine_to_secret(stored) if stored else None
+        if trigger.exists():
+            log("info", "Regenerating the k3s-serving certificate (dynamic-cert-regenerate)")
+            secret = None
+        elif secret is None and cache.exists() and cache.stat().st_size:
+            secret = json.loads(cache.read_text())
+            log("info", f"Creating new TLS secret for kube-system/k3s-serving from {cache}")
+        if secret is None:
+            secret = pki.serving_secret(cluster, node, ip, issued_at=now, tls_sans=sans)
+            log("info", "Creating new TLS secret for kube-system/k3s-serving")
+        if stored != secret_to_kine(secret):
+            kine_put(db, SECRET_KEY, secret_to_kine(secret))
+    finally:
+        db.close()
+    try:
+        cached = json.loads(cache.read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        cached = None
+    if cached != secret["data"]:
+        pki.write_dynamic_cert("/", cluster, secret)
+    trigger.unlink(missing_ok=True)
+    ann = secret["metadata"].get("annotations", {})
+    log("info", f"Active TLS secret kube-system/k3s-serving (ver={secret['metadata'].get('resourceVersion', '')}) "
+                f"(count {len(ann) - 1}): map[{' '.join(f'{k}:{v}' for k, v in sorted(ann.items()))}]")
+    return secret
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP: the few supervisor/apiserver paths the lab needs
+
+def api_routes(data_dir: Path, server_ca: Path) -> dict:
+    path = "/api/v1/namespaces/kube-system/secrets/k3s-serving"
+
+    def secret(handler):
+        db = kine(data_dir)
+        try:
+            stored = kine_get(db, SECRET_KEY)
+            if stored is None:
+                return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                             "message": 'secrets "k3s-serving" not found',
+                             "details": {"name": "k3s-serving", "kind": "secrets"}}
+            if handler.command == "DELETE":
+                kine_put(db, SECRET_KEY, None)
+                log("info", "secret kube-system/k3s-serving deleted")
+                return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
+                             "details": {"name": "k3s-serving", "kind": "secrets"}}
+            return 200, {"kind": "Secret", "apiVersion": "v1", **kine_to_secret(stored)}
+        finally:
+            db.close()
+
+    resources = {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": [
+        {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret",
+         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]}
+    return {
+        path: secret,
+        "/cacerts": lambda h: (200, server_ca.read_text()),
+        "/ping": lambda h: (200, "pong"),
+        "/api": lambda h: (200, {"kind": "APIVersions", "versions": ["v1"],
+                                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
+        "/apis": lambda h: (200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+        "/api/v1": lambda h: (200, resources),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+def _node(flags: dict) -> tuple:
+    node = (flags.get("node-name") or socket.gethostname()).lower()
+    ip = flags.get("node-ip") or flags.get("bind-address") or "127.0.0.1"
+    return node, ip
+
+
+def server(flags: dict) -> int:
+    pki = supervisor.load_pki()
+    data_dir = Path(flags.get("data-dir", DATA_DIR))
+    tls = data_dir / "server/tls"
+    node, ip = _node(flags)
+    sans = flags["-multi"].get("tls-san", [])
+    bind = flags.get("bind-address") or "0.0.0.0"
+    now = pki.utc()
+    cluster = load_cluster(pki, tls)
+    renewed = renew_server(pki, cluster, node, ip, sans, data_dir, now)
+    log("info", f"k3s server {node}: {len(renewed)} certificates renewed")
+    pki.build_k3s_agent("/", cluster, node, ip, agent_issued_at=now)       # the embedded agent
+    admin = tls / "client-admin"
+    kubeconfig = Path(flags.get("write-kubeconfig", f"/etc/rancher/{PROGRAM}/{PROGRAM}.yaml"))
+    pki.write_file(kubeconfig, pki.kubeconfig(
+        f"https://{flags.get('bind-address', '127.0.0.1')}:{flags.get('https-listen-port', 6443)}", cluster="default", user="default",
+        context="default", ca=(tls / "server-ca.crt").read_bytes(), cert=admin.with_suffix(".crt").read_bytes(),
+        key=admin.with_suffix(".key").read_bytes()), int(flags.get("write-kubeconfig-mode", "600"), 8))
+    log("info", f"Wrote kubeconfig {kubeconfig}")
+
+    secret = serving_secret(pki, cluster, node, ip, sans, data_dir, now)
+    serving = supervisor.RUN_DIR / "k3s-serving"
+    serving.mkdir(mode=0o700, exist_ok=True)
+    for name in ("tls.crt", "tls.key"):
+        pki.write_file(serving / name, base64.b64decode(secret["data"][name]), 0o600)
+    port = int(flags.get("https-listen-port", 6443))
+    handler = supervisor.make_handler("k3s", api_routes(data_dir, tls / "server-ca.crt"))
+    supervisor.serve_https([(bind, port)], supervisor.tls_context(str(serving / "tls.crt"), str(serving / "tls.key")),
+                           handler)
+    supervisor.serve_https([("127.0.0.1", port + 1)],
+                           supervisor.tls_context(str(tls / "serving-kube-apiserver.crt"),
+                                                  str(tls / "serving-kube-apiserver.key"), reload=True), handler)
+    serve_kubelet(data_dir, ip)
+    log("info", f"k3s server {node} is up")
+    threading.Event().wait()
+    return 0
+
+
+def serve_kubelet(data_dir: Path, ip: str) -> None:
+    agent = data_dir / "agent"
+    supervisor.serve_https([(ip, 10250)], supervisor.tls_context(str(agent / "serving-kubelet.crt"),
+                                                                 str(agent / "serving-kubelet.key")),
+                           supervisor.make_handler("kubelet"))
+
+
+def agent(flags: dict) -> int:
+    pki = supervisor.load_pki()
+    data_dir = Path(flags.get("data-dir", DATA_DIR))
+    node, ip = _node(flags)
+    if not flags.get("server"):
+        raise SystemExit("k3s agent: --server (K3S_URL) is required")
+    cluster = load_cluster(pki, SIGNER_DIR)
+    pki.build_k3s_agent("/", cluster, node, ip, agent_issued_at=pki.utc())
+    log("info", f"k3s agent {node}: certificates re-issued, server {flags['server']}")
+    serve_kubelet(data_dir, ip)
+    threading.Event().wait()
+    return 0
+
+
+def _selected(flags: dict, data_dir: Path) -> list:
+    chosen = [s for v in flags["-multi"].get("service", []) + flags["-multi"].get("s", []) for s in v.split(",")]
+    unknown = [s for s in chosen if s not in SERVICES]
+    if unknown:
+        raise SystemExit(f"k3s: {unknown[0]} is not a recognized service")
+    if chosen:
+        return chosen
+    return list(SERVICES) if (data_dir / "server").exists() else list(AGENT_SERVICES)
+
+
+def check(flags: dict) -> int:
+    from cryptography import x509  # pylint: disable=import-outside-toplevel
+    from cryptography.x509.oid import ExtendedKeyUsageOID  # pylint: disable=import-outside-toplevel
+    data_dir = Path(flags.get("data-dir", DATA_DIR))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    rows = []
+    for service in _selected(flags, data_dir):
+        for base in SERVICES[service]:
+            path = data_dir / f"{base}.crt"
+            if not path.exists():
+                continue
+            for block in path.read_text().split("-----END CERTIFICATE-----")[:-1]:
+                cert = x509.load_pem_x509_certificate((block + "-----END CERTIFICATE-----\n").strip().encode())
+                end = supervisor.not_after(cert)
+                start = cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+                status = ("NOT YET VALID" if now < start else "EXPIRED" if now > end
+                          else "WARNING" if (end - now).days <= RENEW_DAYS else "OK")
+                try:
+                    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+                    usages = [{ExtendedKeyUsageOID.SERVER_AUTH: "ServerAuth",
+                               ExtendedKeyUsageOID.CLIENT_AUTH: "ClientAuth"}.get(u, "Unknown") for u in eku]
+                except x509.ExtensionNotFound:
+                    usages = ["CertSign"] if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca else []
+                rows.append({"Filename": path.name, "Subject": _cn(cert), "Issuer": cert.issuer.rfc4514_string()[3:],
+                             "Usages": usages, "ExpiryTime": f"{(start if status == 'NOT YET VALID' else end):%Y-%m-%dT%H:%M:%SZ}",
+                             "ResidualTime": int((end - now).total_seconds() * 1e9), "Status": status})
+    output = flags.get("output") or flags.get("o") or "text"
+    if output == "json":
+        print(json.dumps({"Certificates": rows}))
+    elif output == "yaml":
+        import yaml  # pylint: disable=import-outside-toplevel
+        print(yaml.safe_dump({"certificates": rows}, sort_keys=False), end="")
+    elif output == "table":
+        head = ["FILENAME", "SUBJECT", "USAGES", "EXPIRES", "RESIDUAL TIME", "STATUS"]
+        table = [[r["Filename"], r["Subject"], ",".join(r["Usages"]),
+                  datetime.datetime.fromisoformat(r["ExpiryTime"][:-1]).strftime("%b %d, %Y %H:%M UTC"),
+                  f"{r['ResidualTime'] / 86400e9:.0f}d", r["Status"]] for r in rows]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *table)]
+        for row in [head, ["-" * w for w in widths], *table]:
+            print("   ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    else:
+        words = {"OK": "is ok, expires at", "WARNING": f"will expire within {RENEW_DAYS} days at",
+                 "EXPIRED": "expired at", "NOT YET VALID": "is not valid before"}
+        for r in rows:
+            log("info" if r["Status"] == "OK" else "warning",
+                f"{r['Filename']}: certificate {r['Subject']} ({','.join(r['Usages'])}) {words[r['Status']]} {r['ExpiryTime']}")
+    return 0
+
+
+def rotate(flags: dict) -> int:
+    data_dir = Path(flags.get("data-dir", DATA_DIR))
+    services = _selected(flags, data_dir)
+    is_server = (data_dir / "server").exists()
+    backup = data_dir / ("server" if is_server else "agent") / f"tls-{int(time.time())}"
+    if is_server:
+        shutil.copytree(data_dir / "server/tls", backup)
+    backup.mkdir(parents=True, exist_ok=True)
+    for agent_file in (data_dir / "agent").glob("*.*"):
+        shutil.copy2(agent_file, backup / agent_file.name)
+    for service in services:
+        for base in SERVICES[service]:
+            for suffix in (".crt", ".key"):
+                (data_dir / f"{base}{suffix}").unlink(missing_ok=True)
+    if "k3s-server" in services and is_server:
+        trigger = data_dir / "server/tls/dynamic-cert-regenerate"
+        trigger.write_bytes(b"")
+        trigger.chmod(0o600)
+    log("info", f"Successfully backed up certificates to {backup}, please restart k3s server or agent to rotate certificates")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cmd = argv[:1]
+    if cmd == ["kubectl"]:
+        # the real kubectl, not the node's `kubectl -> k3s` link (/opt/kubepki-lab/bin)
+        path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != LAB_BIN)
+        kubectl = shutil.which("kubectl", path=path) or "kubectl"
+        os.execve(kubectl, ["kubectl", *argv[1:]],
+                  {**os.environ, "KUBECONFIG": os.environ.get("KUBECONFIG", f"/etc/rancher/{PROGRAM}/{PROGRAM}.yaml")})
+    if cmd in (["server"], ["agent"]):
+        flags = supervisor.parse_flags(argv[1:])
+        return server(flags) if cmd == ["server"] else agent(flags)
+    if argv[:1] == ["certificate"] and argv[1:2] in (["check"], ["rotate"]):
+        flags = supervisor.parse_flags(argv[2:])
+        return check(flags) if argv[1] == "check" else rotate(flags)
+    print("usage: k3s server|agent [flags] | k3s certificate check|rotate [-s SERVICE]... | k3s kubectl ...",
+          file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
