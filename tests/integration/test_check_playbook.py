@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -19,6 +18,7 @@ from cryptography import x509
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "lab"))
 import pki  # noqa: E402  pylint: disable=wrong-import-position
+from labutil import ansible  # noqa: E402  pylint: disable=wrong-import-position
 
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 DAY = datetime.timedelta(days=1)
@@ -28,18 +28,6 @@ CHECK_EXPIRATION = {
     "etcd-server": "etcd-ca", "front-proxy-client": "front-proxy-ca", "scheduler.conf": "ca", "super-admin.conf": "ca",
     "ca": "ca", "etcd-ca": "etcd-ca", "front-proxy-ca": "front-proxy-ca",
 }
-
-
-def ansible_env():
-    env = dict(os.environ)
-    env.update(ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".collections"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    return env
-
-
-def run(argv, **kwargs):
-    return subprocess.run(argv, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +56,7 @@ def test_ad_hoc_cert_facts_matches_kubeadm_check_expiration(fleet):
     """The acceptance check: every check-expiration row, same expiry and CA, plus what kubeadm omits."""
     tree = fleet / "alpha-cp1"
     out = fleet / "adhoc"
-    result = run(["ansible", "localhost", "-m", "kubepki.fleet.cert_facts", "-a", "rootfs=%s probe=false" % tree,
+    result = ansible(["ansible", "localhost", "-m", "kubepki.fleet.cert_facts", "-a", "rootfs=%s probe=false" % tree,
                   "-e", "ansible_python_interpreter=%s" % sys.executable, "--tree", str(out)])
     assert result.returncode == 0, result.stdout + result.stderr
     facts = json.loads((out / "localhost").read_text())["ansible_facts"]["kubepki"]
@@ -87,7 +75,7 @@ def test_ad_hoc_cert_facts_matches_kubeadm_check_expiration(fleet):
 
 def test_check_playbook_writes_the_four_outputs(fleet):
     report = fleet / "report"
-    result = run(["ansible-playbook", "playbooks/check.yml", "-i", str(fleet / "inventory.ini"), "-e", "report_dir=%s" % report])
+    result = ansible(["ansible-playbook", "playbooks/check.yml", "-i", str(fleet / "inventory.ini"), "-e", "report_dir=%s" % report])
     assert result.returncode == 0, result.stdout + result.stderr
     # The table, soonest first: bravo's expired leaves come before alpha's expiring ones.
     table = [line for line in result.stdout.splitlines() if "kubeadm/apiserver " in line]
@@ -112,7 +100,7 @@ def test_check_playbook_writes_the_four_outputs(fleet):
 
 def test_fail_under_days_and_query(fleet):
     report = fleet / "report-query"
-    result = run(["ansible-playbook", "playbooks/check.yml", "-i", str(fleet / "inventory.ini"), "-e", "report_dir=%s" % report,
+    result = ansible(["ansible-playbook", "playbooks/check.yml", "-i", str(fleet / "inventory.ini"), "-e", "report_dir=%s" % report,
                   "-e", json.dumps({"report_fail_under_days": 30, "report_query": "[?cluster=='alpha' && state!='ok']"})])
     assert result.returncode != 0
     assert "renew" in result.stdout
@@ -123,7 +111,7 @@ def test_fail_under_days_and_query(fleet):
 
 def test_check_mode_run_changes_no_node(fleet):
     before = {p: p.stat().st_mtime_ns for p in (fleet / "alpha-cp1").rglob("*") if p.is_file()}
-    result = run(["ansible-playbook", "playbooks/check.yml", "--check", "-i", str(fleet / "inventory.ini"),
+    result = ansible(["ansible-playbook", "playbooks/check.yml", "--check", "-i", str(fleet / "inventory.ini"),
                   "-e", "report_dir=%s" % (fleet / "report-check")])
     assert result.returncode == 0, result.stdout + result.stderr
     assert before == {p: p.stat().st_mtime_ns for p in (fleet / "alpha-cp1").rglob("*") if p.is_file()}

@@ -5,13 +5,9 @@ Brings up tests/lab/fleet.yml (hooks included) with `lab.py up` into a tmp dir, 
 certificates over TLS, runs the node tools over real SSH, then tears down. Needs root and the
 default fleet's addresses (127.0.1.11-42) plus 127.0.0.1:6444 free: bring a default lab down first.
 """
-import datetime
 import os
 import re
-import socket
-import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,96 +16,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-REPO = Path(__file__).resolve().parents[2]
-LAB_PY = REPO / "tests" / "lab" / "lab.py"
-sys.path.insert(0, str(LAB_PY.parent))
-import lab as labmod  # noqa: E402  pylint: disable=wrong-import-position
+from labutil import cn, days_left, lab_cli, labmod, listening, served, ssh, wait_for
 
 ALPHA_CPS = {"alpha-cp1": "127.0.1.11", "alpha-cp2": "127.0.1.12", "alpha-cp3": "127.0.1.13"}
 BRAVO, CHARLIE, DELTA = "127.0.1.21", {"charlie-cp1": "127.0.1.31", "charlie-w1": "127.0.1.32"}, "127.0.1.41"
-TIMINGS = {}
-
-
-def _cli(*args, timeout=180):
-    return subprocess.run([sys.executable, str(LAB_PY), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=str(REPO), check=False)
-
-
-def _busy(addresses):
-    busy = []
-    for host, port in addresses:
-        with socket.socket() as sock:
-            sock.settimeout(0.3)
-            if sock.connect_ex((host, port)) == 0:
-                busy.append(f"{host}:{port}")
-    return busy
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    spec = labmod.load_fleet(labmod.DEFAULT_FLEET)
-    busy = _busy([(n.address, 22) for n in spec.nodes] + [("127.0.0.1", 6444)])
-    if busy:
-        pytest.skip(f"default fleet addresses busy ({', '.join(busy)}): run `lab.py down` first")
-    output = tmp_path_factory.mktemp("fleet") / "lab"
-    started = time.monotonic()
-    res = _cli("up", "--output", str(output))
-    TIMINGS["up"] = time.monotonic() - started
-    if res.returncode:
-        _cli("down", "--output", str(output))
-        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
-    lab = labmod.Lab(output)
-    yield lab
-    _cli("down", "--output", str(output))
-
-
-def ssh(lab, node, command, check=True):
-    """Run a shell command on a node over the lab's real SSH, as Ansible would reach it."""
-    address = lab.state()["nodes"][node]["address"]
-    res = subprocess.run(["ssh", "-i", str(lab.ssh_key), "-o", f"UserKnownHostsFile={lab.known_hosts}",
-                          "-o", "StrictHostKeyChecking=accept-new", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-                          f"root@{address}", command], capture_output=True, text=True, timeout=60, check=False)
-    if check:
-        assert res.returncode == 0, f"{node}: {command}: {res.stdout}{res.stderr}"
-    return res
-
-
-def served(host, port):
-    """The leaf certificate a TLS endpoint presents (not verified)."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection((host, port), timeout=5) as sock, ctx.wrap_socket(sock) as tls:
-        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-
-
-def days_left(cert):
-    return (cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)).total_seconds() / 86400
-
-
-def cn(cert):
-    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-
-
-def wait_for(predicate, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
-
-
-def listening(host, port):
-    return bool(_busy([(host, port)]))
+def fleet(lab_fleet):
+    return lab_fleet
 
 
 def test_bring_up_time(fleet):
-    print(f"lab up (9 nodes, services ready): {TIMINGS['up']:.1f}s")
-    assert TIMINGS["up"] < 120
+    print(f"lab up (9 nodes, services ready): {fleet.up_seconds:.1f}s")
+    assert fleet.up_seconds < 120
 
 
 def test_alpha_apiservers_serve_certs_expiring_within_20_days(fleet):
@@ -219,7 +139,7 @@ def test_k3s_serves_a_fresh_cert_once_secret_and_cache_are_gone(fleet):
 
 def test_down_leaves_nothing(fleet):
     started = time.monotonic()
-    res = _cli("down", "--output", str(fleet.output))
+    res = lab_cli("down", "--output", str(fleet.output))
     print(f"lab down: {time.monotonic() - started:.1f}s")
     assert res.returncode == 0, res.stderr
     assert labmod.find_node_namespaces(fleet.output) == {}

@@ -1,0 +1,88 @@
+"""Helpers of the integration tests: the lab CLI, SSH into its nodes, TLS probes, Ansible runs."""
+import datetime
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_PY = REPO / "tests" / "lab" / "lab.py"
+sys.path.insert(0, str(LAB_PY.parent))
+import lab as labmod  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import  # re-exported
+
+
+def lab_cli(*args, timeout=180):
+    return subprocess.run([sys.executable, str(LAB_PY), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=str(REPO), check=False)
+
+
+def busy(addresses):
+    """The host:port pairs among ``addresses`` something listens on."""
+    taken = []
+    for host, port in addresses:
+        with socket.socket() as sock:
+            sock.settimeout(0.3)
+            if sock.connect_ex((host, port)) == 0:
+                taken.append(f"{host}:{port}")
+    return taken
+
+
+def listening(host, port):
+    return bool(busy([(host, port)]))
+
+
+def ssh(lab, node, command, check=True):
+    """Run a shell command on a node over the lab's real SSH, as Ansible would reach it."""
+    address = lab.state()["nodes"][node]["address"]
+    res = subprocess.run(["ssh", "-i", str(lab.ssh_key), "-o", f"UserKnownHostsFile={lab.known_hosts}",
+                          "-o", "StrictHostKeyChecking=accept-new", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                          f"root@{address}", command], capture_output=True, text=True, timeout=60, check=False)
+    if check:
+        assert res.returncode == 0, f"{node}: {command}: {res.stdout}{res.stderr}"
+    return res
+
+
+def served(host, port):
+    """The leaf certificate a TLS endpoint presents (not verified)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=5) as sock, ctx.wrap_socket(sock) as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def days_left(cert):
+    return (cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)).total_seconds() / 86400
+
+
+def cn(cert):
+    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+def wait_for(predicate, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.25)
+
+
+def ansible_env():
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def ansible(argv, timeout=1800):
+    """Run ansible or ansible-playbook from the repository root, as a user would."""
+    return subprocess.run(argv, cwd=str(REPO), env=ansible_env(), capture_output=True, text=True, check=False, timeout=timeout)

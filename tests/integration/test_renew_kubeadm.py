@@ -1,0 +1,149 @@
+"""renew.yml on the lab fleet: alpha (HA, expiring) renewed one control plane at a time under a
+prober, bravo (expired) recovered all at once, --check and a second run change nothing, and an
+injected fault rolls a node back to its old, valid certificates.
+
+The tests run in file order on one fleet: each builds on the state the previous one left.
+"""
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+
+from labutil import ansible, days_left, listening, served, ssh, wait_for
+
+import prober  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
+
+ALPHA = {"alpha-cp1": "127.0.1.11", "alpha-cp2": "127.0.1.12", "alpha-cp3": "127.0.1.13"}
+BRAVO = {"bravo-cp1": "127.0.1.21"}
+# What renewal may touch on a node; --check and a second run must leave every byte of it alone.
+NODE_TREES = ("etc/kubernetes", "var/lib/kubelet/pki", "var/lib/kubepki")
+
+
+def digest(lab, nodes):
+    result = {}
+    for node in nodes:
+        root = lab.node_root(node)
+        for tree in NODE_TREES:
+            for dirpath, _dirs, files in os.walk(root / tree):
+                for name in files:
+                    path = os.path.join(dirpath, name)
+                    with open(path, "rb") as handle:
+                        result[os.path.relpath(path, root.parent)] = hashlib.sha256(handle.read()).hexdigest()
+    return result
+
+
+def renew(lab, tmp_path, *args):
+    result = ansible(["ansible-playbook", "playbooks/renew.yml", "-i", str(lab.output / "inventory.ini"),
+                      "-e", "report_dir=%s" % (tmp_path / "report"), *args])
+    print(result.stdout[-3000:])
+    return result
+
+
+def fingerprints(addresses, ports=(6443, 2379, 2380)):
+    return {(a, p): served(a, p).fingerprint(hashes.SHA256()) for a in addresses for p in ports}
+
+
+@pytest.fixture(scope="module")
+def fleet(lab_fleet):
+    return lab_fleet
+
+
+def test_check_mode_shows_the_plan_and_changes_no_byte(fleet, tmp_path):
+    before = digest(fleet, list(ALPHA) + list(BRAVO))
+    result = renew(fleet, tmp_path, "--check", "--diff")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for node in list(ALPHA) + list(BRAVO):
+        assert "Planned on %s (native method)" % node in result.stdout
+    assert "restart, in order: kube-apiserver, kube-controller-manager, kube-scheduler" in result.stdout
+    assert "bravo-cp1 all at once" in result.stdout and "one control plane at a time" in result.stdout
+    assert digest(fleet, list(ALPHA) + list(BRAVO)) == before
+
+
+def test_renewal_keeps_the_api_up_and_recovers_the_expired_cluster(fleet, tmp_path):
+    old = fingerprints(list(ALPHA.values()) + list(BRAVO.values()))
+    kubeconfig = fleet.node_root("alpha-cp1") / "etc/kubernetes/admin.conf"
+    started = time.monotonic()
+    with prober.ApiProber(ALPHA.values(), kubeconfig) as probe:
+        result = renew(fleet, tmp_path)
+    print("renew.yml: %.0f s; alpha apiservers during the run:\n%s" % (time.monotonic() - started, probe.report()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert probe.unavailable_seconds() == 0, probe.report()
+
+    # One control plane at a time: their new certs were issued at different moments, in turn order.
+    issued = [served(a, 6443).not_valid_before_utc for a in ALPHA.values()]
+    assert issued == sorted(issued) and len(set(issued)) == 3
+    new = fingerprints(list(ALPHA.values()) + list(BRAVO.values()))
+    for endpoint, fingerprint in new.items():
+        assert fingerprint != old[endpoint], endpoint
+        assert days_left(served(*endpoint)) > 360, endpoint
+
+    # Controller-manager and scheduler were restarted and present the renewed client certs.
+    nodes = list(ALPHA) + list(BRAVO)
+    facts = ansible(["ansible", ",".join(nodes), "-i", str(fleet.output / "inventory.ini"), "-m", "kubepki.fleet.cert_facts",
+                     "-a", "probe=false", "--tree", str(tmp_path / "facts")])
+    assert facts.returncode == 0, facts.stdout
+    for node in nodes:
+        certs = json.loads((tmp_path / "facts" / node).read_text())["ansible_facts"]["kubepki"]["certs"]
+        for component, conf in (("kube-controller-manager", "controller-manager.conf"), ("kube-scheduler", "scheduler.conf")):
+            status = json.loads((fleet.node_root(node) / "run/kubepki-lab" / ("%s.status" % component)).read_text())
+            conf_entry = next(c for c in certs if c["id"] == "kubeconfig/" + conf)
+            assert status["client_cert"]["sha256"] == conf_entry["fingerprint_sha256"], (node, component)
+
+    # Real kubectl with the renewed admin.conf of the recovered cluster.
+    kubectl = subprocess.run(["kubectl", "--kubeconfig", str(fleet.node_root("bravo-cp1") / "etc/kubernetes/admin.conf"),
+                              "get", "namespaces"], capture_output=True, text=True, timeout=60, check=False)
+    assert kubectl.returncode == 0 and "kube-system" in kubectl.stdout, kubectl.stderr
+
+    # etcd: three healthy members on their new peer and server certs.
+    etcd_pki = "/etc/kubernetes/pki/etcd"
+    etcdctl = ("etcdctl --endpoints=%s --cacert=%s/ca.crt --cert=%s/healthcheck-client.crt --key=%s/healthcheck-client.key"
+               % (",".join("https://%s:2379" % a for a in ALPHA.values()), etcd_pki, etcd_pki, etcd_pki))
+    health = ssh(fleet, "alpha-cp1", etcdctl + " endpoint health")
+    assert (health.stdout + health.stderr).count("is healthy") == 3, health.stdout + health.stderr
+    assert len(ssh(fleet, "alpha-cp1", etcdctl + " member list").stdout.splitlines()) == 3
+
+    # Every node holds one root-only backup with its checksums.
+    for node in list(ALPHA) + list(BRAVO):
+        backups = list((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir())
+        assert len(backups) == 1 and oct(backups[0].stat().st_mode & 0o777) == "0o700"
+        assert {p.name for p in backups[0].iterdir()} >= {"files.tar.gz", "SHA256SUMS"}
+        assert oct((backups[0] / "files.tar.gz").stat().st_mode & 0o777) == "0o600"
+
+
+def test_second_run_changes_nothing(fleet, tmp_path):
+    before = digest(fleet, list(ALPHA) + list(BRAVO))
+    result = renew(fleet, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nothing under 30 days" in result.stdout
+    assert digest(fleet, list(ALPHA) + list(BRAVO)) == before
+
+
+def test_component_that_never_comes_back_is_rolled_back(fleet, tmp_path):
+    node, address = "alpha-cp1", ALPHA["alpha-cp1"]
+    wrapper = fleet.node_root(node) / "opt/kubepki-lab/bin/kube-scheduler"
+    original = wrapper.read_text()
+    conf = (fleet.node_root(node) / "etc/kubernetes/scheduler.conf").read_text()
+    user_cert = re.search(r"client-certificate-data: (\S+)", conf).group(1)
+    # Injected fault: this scheduler only starts with the kubeconfig it has now.
+    wrapper.write_text("#!/bin/sh\ngrep -q '%s' /etc/kubernetes/scheduler.conf || { echo 'injected fault' >&2; exit 1; }\n%s"
+                       % (user_cert[120:184], original.split("\n", 1)[1]))
+    before_files = digest(fleet, [node])
+    before_served = fingerprints([address])
+    try:
+        result = renew(fleet, tmp_path, "-l", node, "-e", "kubepki_force=true",
+                       "-e", "restart_control_plane_timeout=20", "-e", "verify_control_plane_retries=10")
+    finally:
+        wrapper.write_text(original)
+    assert result.returncode != 0
+    assert "It was rolled back" in result.stdout and "healthy on its previous certificates" in result.stdout
+    wait_for(lambda: listening(address, 10259), "the scheduler to listen again")
+    assert fingerprints([address]) == before_served
+    after_files = {k: v for k, v in digest(fleet, [node]).items() if "var/lib/kubepki" not in k}
+    assert after_files == {k: v for k, v in before_files.items() if "var/lib/kubepki" not in k}
+    assert len(list((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir())) == 2
+    assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
