@@ -57,7 +57,7 @@ def test_ad_hoc_cert_facts_matches_kubeadm_check_expiration(fleet):
     tree = fleet / "alpha-cp1"
     out = fleet / "adhoc"
     result = ansible(["ansible", "localhost", "-m", "kubepki.fleet.cert_facts", "-a", "rootfs=%s probe=false" % tree,
-                  "-e", "ansible_python_interpreter=%s" % sys.executable, "--tree", str(out)])
+                      "-e", "ansible_python_interpreter=%s" % sys.executable, "--tree", str(out)])
     assert result.returncode == 0, result.stdout + result.stderr
     facts = json.loads((out / "localhost").read_text())["ansible_facts"]["kubepki"]
     rows = {e["name"]: e for e in facts["certs"] if e["distribution"] == "kubeadm"}
@@ -101,7 +101,7 @@ def test_check_playbook_writes_the_four_outputs(fleet):
 def test_fail_under_days_and_query(fleet):
     report = fleet / "report-query"
     result = ansible(["ansible-playbook", "playbooks/check.yml", "-i", str(fleet / "inventory.ini"), "-e", "report_dir=%s" % report,
-                  "-e", json.dumps({"report_fail_under_days": 30, "report_query": "[?cluster=='alpha' && state!='ok']"})])
+                      "-e", json.dumps({"report_fail_under_days": 30, "report_query": "[?cluster=='alpha' && state!='ok']"})])
     assert result.returncode != 0
     assert "renew" in result.stdout
     document = json.loads((report / "kubepki-report.json").read_text())
@@ -112,6 +112,6 @@ def test_fail_under_days_and_query(fleet):
 def test_check_mode_run_changes_no_node(fleet):
     before = {p: p.stat().st_mtime_ns for p in (fleet / "alpha-cp1").rglob("*") if p.is_file()}
     result = ansible(["ansible-playbook", "playbooks/check.yml", "--check", "-i", str(fleet / "inventory.ini"),
-                  "-e", "report_dir=%s" % (fleet / "report-check")])
+                      "-e", "report_dir=%s" % (fleet / "report-check")])
     assert result.returncode == 0, result.stdout + result.stderr
     assert before == {p: p.stat().st_mtime_ns for p in (fleet / "alpha-cp1").rglob("*") if p.is_file()}
