@@ -1,33 +1,17 @@
 #!/usr/bin/env bash
-# The main job on the built-in default. Until the lab fleet carries renewal, that is the read-only
-# fleet report (playbooks/check.yml) over sample nodes generated as kubeadm, RKE1 and k3s write them.
+# The main job on the built-in lab fleet: bring the lab up (kubeadm alpha/bravo, RKE1 charlie,
+# k3s delta; see tests/lab/fleet.yml), dry-run renew.yml as operators do first, then run it.
+# The lab stays up afterwards to explore; `python tests/lab/lab.py down` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=$PWD/tests/output/demo
-py=$PWD/.venv/bin/python
-rm -rf "$out"
-mkdir -p "$out"
+.venv/bin/python tests/lab/lab.py up --recreate
+inventory=tests/lab/output/inventory.ini
 
-echo "demo: generating sample nodes in $out"
-"$py" tests/lab/pki.py kubeadm --root "$out/alpha-cp1" --node alpha-cp1 --ip 10.0.0.11 --expires-in-days 20 >/dev/null
-"$py" tests/lab/pki.py kubeadm --root "$out/bravo-cp1" --node bravo-cp1 --ip 10.0.1.11 --expired-days-ago 7 \
-    --style v1.28 --key ecdsa >/dev/null
-"$py" tests/lab/pki.py rke1 --root "$out/charlie-cp1" --ip 10.0.2.11 --expires-in-days 400 >/dev/null
-"$py" tests/lab/pki.py k3s --root "$out/delta-server" --node delta-server --ip 10.0.3.11 --expires-in-days 100 >/dev/null
+echo; echo "=== Dry run: ansible-playbook playbooks/renew.yml --check --diff ==="
+ansible-playbook playbooks/renew.yml -i "$inventory" --check --diff "$@"
 
-cat > "$out/inventory.ini" <<INI
-[demo]
-alpha-cp1 kubepki_cluster=alpha kubepki_rootfs=$out/alpha-cp1
-bravo-cp1 kubepki_cluster=bravo kubepki_rootfs=$out/bravo-cp1
-charlie-cp1 kubepki_cluster=charlie kubepki_rootfs=$out/charlie-cp1
-delta-server kubepki_cluster=delta kubepki_rootfs=$out/delta-server
+echo; echo "=== Renewal: ansible-playbook playbooks/renew.yml ==="
+ansible-playbook playbooks/renew.yml -i "$inventory" "$@"
 
-[demo:vars]
-ansible_connection=local
-ansible_python_interpreter=$py
-kubepki_probe=false
-kubepki_become=false
-INI
-
-ansible-playbook playbooks/check.yml -i "$out/inventory.ini" "$@"
+echo; echo "The lab is still up: ssh with 'python tests/lab/lab.py ssh alpha-cp1', remove it with 'python tests/lab/lab.py down'."

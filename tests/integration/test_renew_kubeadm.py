@@ -147,3 +147,15 @@ def test_component_that_never_comes_back_is_rolled_back(fleet, tmp_path):
     assert after_files == {k: v for k, v in before_files.items() if "var/lib/kubepki" not in k}
     assert len(list((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir())) == 2
     assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_rollback_playbook_restores_a_chosen_backup(fleet, tmp_path):
+    node, address = "alpha-cp1", ALPHA["alpha-cp1"]
+    first = sorted((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir())[0]
+    result = ansible(["ansible-playbook", "playbooks/rollback.yml", "-i", str(fleet.output / "inventory.ini"), "-l", node,
+                      "-e", "kubepki_backup=/var/lib/kubepki/backups/%s" % first.name])
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The first backup predates the renewal: the node serves its old certificates, 17 days left.
+    wait_for(lambda: 16 < days_left(served(address, 6443)) < 18, "the apiserver to serve the restored certificate")
+    assert 16 < days_left(served(address, 2379)) < 18
+    assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
