@@ -25,13 +25,12 @@ from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertErr
 
 PKI = _layouts.KUBEADM_PKI
 KUBELET_CLIENT_CURRENT = _layouts.KUBELET_PKI + "/kubelet-client-current.pem"
-CA_FILES = {"ca": "ca", "front-proxy-ca": "front-proxy-ca", "etcd-ca": "etcd/ca"}
-# Which CA signs each renewable file cert of kubeadm.
-FILE_CA = {"apiserver": "ca", "apiserver-kubelet-client": "ca", "front-proxy-client": "front-proxy-ca",
-           "apiserver-etcd-client": "etcd-ca", "etcd-server": "etcd-ca", "etcd-peer": "etcd-ca",
-           "etcd-healthcheck-client": "etcd-ca"}
-KUBECONFIGS = ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf")
-RENEWABLE = tuple(sorted(list(FILE_CA) + list(KUBECONFIGS)))
+_KUBEADM_FILES = _layouts.KUBEADM_CERTS + _layouts.KUBEADM_ETCD_CERTS
+CA_FILES = {name: base for name, base, component, _ca in _KUBEADM_FILES if component == "ca"}
+# The renewable file certs: kubeadm handle -> (file under pki/ without .crt, signing CA handle).
+LEAF_FILES = {name: (base, ca) for name, base, component, ca in _KUBEADM_FILES if component != "ca"}
+KUBECONFIGS = tuple(name for name, _component in _layouts.KUBEADM_KUBECONFIGS)
+RENEWABLE = tuple(sorted(list(LEAF_FILES) + list(KUBECONFIGS)))
 
 # What must restart for a renewed cert to be in use (research/reload.md): the apiserver reloads its
 # serving and front-proxy certs and etcd reads its certs at every handshake, but the apiserver keeps
@@ -41,6 +40,10 @@ RESTARTS = {"apiserver-kubelet-client": "kube-apiserver", "apiserver-etcd-client
             "controller-manager.conf": "kube-controller-manager", "scheduler.conf": "kube-scheduler",
             "kubelet.conf": "kubelet"}
 RESTART_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+
+
+class UsageError(CertError):
+    """The request itself is wrong (an unknown name); the message lists what is valid."""
 
 
 class Item:
@@ -99,13 +102,13 @@ def inventory(fs):
     """``(items, skipped)``: kubeadm's renewable certs on this node; absent ones are skipped with a reason."""
     items, skipped = [], []
     for name in RENEWABLE:
-        if name in FILE_CA:
-            base = name.replace("etcd-", "etcd/", 1) if name.startswith("etcd-") else name
+        if name in LEAF_FILES:
+            base, ca_name = LEAF_FILES[name]
             path, key_path = "%s/%s.crt" % (PKI, base), "%s/%s.key" % (PKI, base)
             if not fs.exists(path):
                 skipped.append({"name": name, "reason": "%s is absent (external etcd, or not a control-plane node)" % path})
                 continue
-            items.append(Item(name, "file", path, FILE_CA[name], _x509.load_certificates(read_node_file(fs, path), path)[0], key_path))
+            items.append(Item(name, "file", path, ca_name, _x509.load_certificates(read_node_file(fs, path), path)[0], key_path))
         else:
             path = "/etc/kubernetes/" + name
             if not fs.exists(path):
@@ -149,7 +152,7 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
     if names:
         unknown = sorted(set(names) - set(RENEWABLE) - {"kubelet.conf"})
         if unknown:
-            raise CertError("unknown certificate name(s) %s; kubeadm's are: %s, kubelet.conf" % (", ".join(unknown), ", ".join(RENEWABLE)))
+            raise UsageError("unknown certificate name(s) %s; kubeadm's are: %s, kubelet.conf" % (", ".join(unknown), ", ".join(RENEWABLE)))
         items = [i for i in items if i.name in names]
     if repair_kubelet_conf and (not names or "kubelet.conf" in names):
         kubelet = kubelet_conf_item(fs)

@@ -25,20 +25,20 @@ KUBEADM_MANIFESTS = "/etc/kubernetes/manifests"
 KUBELET_PKI = "/var/lib/kubelet/pki"
 RKE1_SSL = "/etc/kubernetes/ssl"
 
-# kubeadm handle, file under pki/ without .crt, component that uses it.
+# kubeadm handle, file under pki/ without .crt, component that uses it, CA handle that signs it.
 KUBEADM_CERTS = (
-    ("ca", "ca", "ca"),
-    ("front-proxy-ca", "front-proxy-ca", "ca"),
-    ("apiserver", "apiserver", "kube-apiserver"),
-    ("apiserver-kubelet-client", "apiserver-kubelet-client", "kube-apiserver"),
-    ("front-proxy-client", "front-proxy-client", "kube-apiserver"),
+    ("ca", "ca", "ca", "ca"),
+    ("front-proxy-ca", "front-proxy-ca", "ca", "front-proxy-ca"),
+    ("apiserver", "apiserver", "kube-apiserver", "ca"),
+    ("apiserver-kubelet-client", "apiserver-kubelet-client", "kube-apiserver", "ca"),
+    ("front-proxy-client", "front-proxy-client", "kube-apiserver", "front-proxy-ca"),
 )
 KUBEADM_ETCD_CERTS = (
-    ("etcd-ca", "etcd/ca", "ca"),
-    ("apiserver-etcd-client", "apiserver-etcd-client", "kube-apiserver"),
-    ("etcd-server", "etcd/server", "etcd"),
-    ("etcd-peer", "etcd/peer", "etcd"),
-    ("etcd-healthcheck-client", "etcd/healthcheck-client", "etcd"),
+    ("etcd-ca", "etcd/ca", "ca", "etcd-ca"),
+    ("apiserver-etcd-client", "apiserver-etcd-client", "kube-apiserver", "etcd-ca"),
+    ("etcd-server", "etcd/server", "etcd", "etcd-ca"),
+    ("etcd-peer", "etcd/peer", "etcd", "etcd-ca"),
+    ("etcd-healthcheck-client", "etcd/healthcheck-client", "etcd", "etcd-ca"),
 )
 KUBEADM_KUBECONFIGS = (
     ("admin.conf", "admin"),
@@ -236,7 +236,7 @@ def kubeadm_layout(fs, node_role, probe_host):
     control_plane = node_role == "control-plane"
     local_etcd = fs.exists(KUBEADM_PKI + "/etcd/ca.crt") or fs.exists(KUBEADM_MANIFESTS + "/etcd.yaml")
     certs = KUBEADM_CERTS + (KUBEADM_ETCD_CERTS if local_etcd else ()) if control_plane else KUBEADM_CERTS[:1]
-    for name, base, component in certs:
+    for name, base, component, _ca in certs:
         layout.files.append(FileSpec("kubeadm/" + name, name, "%s/%s.crt" % (KUBEADM_PKI, base), component, "kubeadm",
                                      key_path="%s/%s.key" % (KUBEADM_PKI, base), required=True))
     if control_plane:

@@ -143,6 +143,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
+from ansible_collections.kubepki.fleet.plugins.module_utils._sign import SigningError
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
 
 
@@ -197,8 +198,11 @@ def main():
         now = _x509.parse_time(params["now"]) if params["now"] else clock
         due, skipped = _kubeadm.plan(fs, now, params["threshold_days"], params["force"], params["certs"],
                                      params["validity_days"], params["repair_kubelet_conf"])
-    except CertError as exc:
+    except (SigningError, _kubeadm.UsageError) as exc:
         module.fail_json(msg=str(exc))
+    except CertError as exc:
+        module.fail_json(msg="cannot read what to renew: %s. Renewal copies subject, SANs and usages from the current "
+                             "certificate: restore it from a backup (playbooks/rollback.yml) first; nothing was changed" % exc)
 
     method = _choose_method(module)
     restart = _kubeadm.restarts_for([item.name for item in due])

@@ -1,0 +1,469 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE to the collection kubepki.fleet. Do not use this from other collections or roles.
+
+"""Reset of the k3s/RKE2 supervisor certificate (dynamiclistener) and forced renewal of server/tls leaves.
+
+A restart renews the files of server/tls but not what the supervisor port serves: that comes from
+the secret ``kube-system/<p>-serving`` and its cache ``server/tls/dynamic-cert.json``, which must
+both go before a restart makes a new one (seed 003, research/rancher.md 1.7). kubectl cannot delete
+the secret once the served cert has expired, so the secret is deleted on the loopback apiserver,
+whose own serving cert is a file k3s renews at start, with the admin client cert: no clock games.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+
+from ansible_collections.kubepki.fleet.plugins.module_utils import _layouts, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import _secret_json_chain, read_node_file
+from ansible_collections.kubepki.fleet.plugins.module_utils._probe import ProbeError, served_certificate
+from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
+
+# Supervisor port, loopback apiserver, systemd units (research/rancher.md 0, 1.1, 3).
+PROGRAMS = {
+    "k3s": {"supervisor_port": 6443, "api_url": "https://127.0.0.1:6444", "unit": "k3s", "agent_unit": "k3s-agent"},
+    "rke2": {"supervisor_port": 9345, "api_url": "https://127.0.0.1:6443", "unit": "rke2-server", "agent_unit": "rke2-agent"},
+}
+FINGERPRINT_ANNOTATION = "listener.cattle.io/fingerprint"
+# CertificateRenewDays: 90 until the May 2025 releases, 120 from (minor, first patch) on (rancher.md 1.3).
+RENEW_DAYS_OLD, RENEW_DAYS_NEW = 90, 120
+_RENEW_120_FROM = {30: 13, 31: 9, 32: 5, 33: 1}
+_VERSION_RE = re.compile(r"\bv1\.(\d+)\.(\d+)")
+# `<p> certificate rotate -s <service>` per leaf, by path under the data dir (k3s pkg/util/services).
+_ROTATE_SERVICES = (
+    ("server/tls/client-admin", "admin"),
+    ("server/tls/client-kube-apiserver", "api-server"),
+    ("server/tls/serving-kube-apiserver", "api-server"),
+    ("server/tls/client-controller", "controller-manager"),
+    ("server/tls/kube-controller-manager/", "controller-manager"),
+    ("server/tls/client-scheduler", "scheduler"),
+    ("server/tls/kube-scheduler/", "scheduler"),
+    ("server/tls/client-supervisor", "supervisor"),
+    ("server/tls/client-{p}-cloud-controller", "cloud-controller"),
+    ("server/tls/client-{p}-controller", "{p}-controller"),
+    ("server/tls/etcd/", "etcd"),
+    ("server/tls/client-auth-proxy", "auth-proxy"),
+)
+
+
+class ResetError(Exception):
+    """Something that stops the reset; the message says what to do and whether anything changed."""
+
+
+def utc_stamp(moment):
+    return moment.astimezone(_x509.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+class Server:
+    """The paths of a k3s or RKE2 server, as node paths."""
+
+    def __init__(self, fs, program):
+        self.fs = fs
+        self.program = program
+        self.data_dir = "/var/lib/rancher/" + program
+        self.tls = self.data_dir + "/server/tls"
+        self.dynamic_cert = self.tls + "/dynamic-cert.json"
+        self.server_ca = self.tls + "/server-ca.crt"
+        self.admin_cert = self.tls + "/client-admin.crt"
+        self.admin_key = self.tls + "/client-admin.key"
+        self.secret_name = program + "-serving"
+        self.unit = PROGRAMS[program]["unit"]
+
+
+def find_server(fs, program="auto"):
+    """The ``Server`` under ``fs``; ResetError when this is not a k3s/RKE2 server."""
+    detected, role = _layouts.detect(fs)
+    if program == "auto":
+        program = detected if detected in PROGRAMS else "k3s"
+    if not fs.exists("/var/lib/rancher/%s/server/tls" % program):
+        if detected in PROGRAMS and role == "agent":
+            raise ResetError("this is a %s agent, not a server: agents renew their certificates at every start; restart "
+                             "%s instead (role kubepki.fleet.reset_k3s_serving, tasks_from: agent)"
+                             % (detected, PROGRAMS[detected]["agent_unit"]))
+        raise ResetError("/var/lib/rancher/%s/server/tls not found under rootfs %s: this is not a %s server (detected: %s %s)"
+                         % (program, fs.rootfs, program, detected, role))
+    return Server(fs, program)
+
+
+def describe_cert(cert, now, threshold_days):
+    """What the plan and the result say about one served or stored certificate (no key material)."""
+    days_left, state, message = _x509.validity(cert, now, threshold_days)
+    info = _x509.describe(cert)
+    return {"subject": info["subject"], "subject_cn": info["subject_cn"], "not_after": info["not_after"],
+            "days_left": days_left, "serial": info["serial"], "fingerprint_sha1": _x509.fingerprint_hex(cert),
+            "state": state, "message": message}
+
+
+def _secret_leaf(data, what):
+    """``(leaf cert, fingerprint annotation or None)`` of a serialized v1.Secret; the key is dropped at once."""
+    chain, _key = _secret_json_chain(data, what)
+    leaf = _x509.load_certificates(chain, what + " tls.crt")[0]
+    annotations = (json.loads(data.decode("utf-8")).get("metadata") or {}).get("annotations") or {}
+    return leaf, annotations.get(FINGERPRINT_ANNOTATION)
+
+
+def read_served(host, port, now, threshold_days, timeout):
+    endpoint = "%s:%s" % ("[%s]" % host if ":" in host else host, port)
+    try:
+        cert = _x509.load_certificates(served_certificate(host, port, timeout=timeout), endpoint)[0]
+    except (ProbeError, CertError) as exc:
+        return None, {"endpoint": endpoint, "state": getattr(exc, "state", "invalid"), "message": str(exc)}
+    info = describe_cert(cert, now, threshold_days)
+    info["endpoint"] = endpoint
+    return cert, info
+
+
+def read_dynamic_cert(server, now, threshold_days):
+    """``(leaf or None, info)``; a missing or corrupt cache is a finding, not an error."""
+    info = {"path": server.dynamic_cert, "moved_to": None}
+    if not server.fs.exists(server.dynamic_cert):
+        info.update(state="missing", message="%s is absent (k3s rewrites it from the secret)" % server.dynamic_cert)
+        return None, info
+    try:
+        cert, annotation = _secret_leaf(read_node_file(server.fs, server.dynamic_cert), server.dynamic_cert)
+    except (CertError, ValueError) as exc:
+        info.update(state="invalid", message="%s (before 2026, k3s fails every TLS handshake with a corrupt cache, "
+                                             "k3s-io/k3s#14220)" % exc)
+        return None, info
+    info.update(describe_cert(cert, now, threshold_days))
+    info["annotation_fingerprint"] = annotation
+    return cert, info
+
+
+class Api:
+    """The loopback kube-apiserver, reached with the admin client cert as files: the key never leaves its file."""
+
+    def __init__(self, server, url=None, timeout=10.0):
+        self.server = server
+        self.url = url or PROGRAMS[server.program]["api_url"]
+        self.timeout = timeout
+        host_port = self.url.split("://", 1)[-1].split("/", 1)[0]
+        self.host, self.port = _layouts._url_host_port(host_port, 443)  # pylint: disable=protected-access
+        self.secret_path = "/api/v1/namespaces/kube-system/secrets/" + server.secret_name
+
+    def _unreachable(self, why):
+        unit = self.server.unit
+        return ResetError("cannot reach the %s apiserver at %s (%s): is %s running? Check with 'systemctl status %s' and "
+                          "'journalctl -u %s'; start it with 'systemctl start %s' and run again. Nothing was changed."
+                          % (self.server.program, self.url, why, unit, unit, unit, unit))
+
+    def _context(self):
+        fs = self.server.fs
+        for path in (self.server.admin_cert, self.server.admin_key, self.server.server_ca):
+            if not fs.exists(path):
+                raise ResetError("%s is absent, so the apiserver cannot be reached as admin; restart %s to have it "
+                                 "regenerated, then run again. Nothing was changed." % (path, self.server.unit))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # The served cert is checked below against server-ca.crt by signature only: an expired
+        # apiserver cert must not stop the repair of the expired supervisor cert.
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            context.load_cert_chain(fs.real(self.server.admin_cert), fs.real(self.server.admin_key))
+        except (ssl.SSLError, OSError) as exc:
+            raise ResetError("cannot use %s with %s (%s); restore the pair from a backup or restart %s to regenerate it. "
+                             "Nothing was changed." % (self.server.admin_cert, self.server.admin_key, exc, self.server.unit))
+        ca = _x509.load_certificates(read_node_file(fs, self.server.server_ca), self.server.server_ca)[0]
+        return context, ca
+
+    def request(self, method):
+        """``(status, body)`` of ``method`` on the secret; ResetError when the API cannot be used."""
+        context, ca = self._context()
+        conn = http.client.HTTPSConnection(self.host, self.port, context=context, timeout=self.timeout)
+        try:
+            try:
+                conn.connect()
+                peer = _x509.load_certificates(conn.sock.getpeercert(binary_form=True), self.url)[0]
+            except (OSError, ssl.SSLError, socket.timeout, CertError) as exc:
+                raise self._unreachable(getattr(exc, "strerror", None) or exc)
+            if not _x509.signed_by(peer, ca):
+                raise ResetError("%s serves %s, which %s did not sign: that is not this %s's apiserver; refusing to send it "
+                                 "the admin credentials. Set api_url. Nothing was changed."
+                                 % (self.url, peer.subject.rfc4514_string(), self.server.server_ca, self.server.program))
+            try:
+                conn.request(method, self.secret_path, headers={"Accept": "application/json"})
+                response = conn.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException, socket.timeout) as exc:
+                raise self._unreachable(getattr(exc, "strerror", None) or exc)
+        finally:
+            conn.close()
+
+    def _refused(self, method, status, body):
+        try:
+            detail = json.loads(body.decode("utf-8")).get("message")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            detail = None
+        hint = ""
+        if status in (401, 403):
+            hint = ("; %s is rejected (expired, or signed by another client CA): restart %s so it renews server/tls, "
+                    "then run again" % (self.server.admin_cert, self.server.unit))
+        return ResetError("%s %s%s answered HTTP %s%s%s. Nothing was changed."
+                          % (method, self.url, self.secret_path, status, ": " + detail if detail else "", hint))
+
+    def read_secret(self, now, threshold_days):
+        """``(leaf or None, info)``; ``state`` is ``present``, ``absent`` (404) or ``unknown`` with the reason."""
+        info = {"name": self.server.secret_name, "namespace": "kube-system", "api_url": self.url, "deleted": False}
+        try:
+            status, body = self.request("GET")
+            if status == 404:
+                info.update(state="absent", message="secret kube-system/%s does not exist" % self.server.secret_name)
+                return None, info
+            if status != 200:
+                raise self._refused("GET", status, body)
+            cert, annotation = _secret_leaf(body, "secret kube-system/" + self.server.secret_name)
+        except (ResetError, CertError, ValueError) as exc:
+            info.update(state="unknown", message=str(exc))
+            return None, info
+        info.update(describe_cert(cert, now, threshold_days))
+        info.update(state="present", annotation_fingerprint=annotation)
+        return cert, info
+
+    def delete_secret(self):
+        """True when deleted, False when it was already gone (404): both leave no secret behind."""
+        status, body = self.request("DELETE")
+        if status == 404:
+            return False
+        if status not in (200, 202):
+            raise self._refused("DELETE", status, body)
+        return True
+
+
+def stale_reasons(served, served_info, cached, cached_info, secret, secret_info):
+    """Why the supervisor cert must be reset; empty when it is fine."""
+    reasons = []
+    if served_info["state"] == "expired":
+        reasons.append("the served certificate expired on %s" % served_info["not_after"])
+    elif served_info["state"] == "warning":
+        reasons.append("the served certificate expires in %.1f days (%s)" % (served_info["days_left"], served_info["not_after"]))
+    if cached_info["state"] == "invalid":
+        reasons.append("dynamic-cert.json is corrupt")
+    elif cached is not None and _x509.fingerprint_hex(cached) != served_info["fingerprint_sha1"]:
+        reasons.append("dynamic-cert.json holds another certificate (SHA1=%s) than the one served"
+                       % cached_info["fingerprint_sha1"])
+    if secret is not None and secret_info["fingerprint_sha1"] != served_info["fingerprint_sha1"] \
+            and secret_info["state"] in ("expired", "warning"):
+        reasons.append("the secret holds another certificate, which expires %s: k3s may load it at the next start"
+                       % secret_info["not_after"])
+    return reasons
+
+
+def in_sync(served_info, cached_info, secret_info):
+    """Served, cached and stored are one certificate, and the secret's fingerprint annotation says so."""
+    fingerprint = served_info.get("fingerprint_sha1")
+    return bool(fingerprint) and cached_info.get("fingerprint_sha1") == fingerprint \
+        and secret_info.get("fingerprint_sha1") == fingerprint \
+        and secret_info.get("annotation_fingerprint") == "SHA1=" + fingerprint
+
+
+def renew_window(version_output):
+    """``(days, source)``: k3s's own start-up renewal window for the version ``<p> --version`` printed."""
+    match = _VERSION_RE.search(version_output or "")
+    if not match:
+        return RENEW_DAYS_OLD, "assumed: version unknown, %d days as before the May 2025 releases" % RENEW_DAYS_OLD
+    minor, patch = int(match.group(1)), int(match.group(2))
+    days = RENEW_DAYS_NEW if minor > 33 or patch >= _RENEW_120_FROM.get(minor, 10 ** 6) else RENEW_DAYS_OLD
+    return days, "v1.%d.%d" % (minor, patch)
+
+
+def rotate_service(program, rel):
+    """The ``certificate rotate`` service of a leaf path relative to the data dir, or None."""
+    for prefix, service in _ROTATE_SERVICES:
+        if rel.startswith(prefix.replace("{p}", program)):
+            return service.replace("{p}", program)
+    return None
+
+
+def plan_leaves(server, now, threshold_days, window_days):
+    """``(due, skipped)``: server/tls and agent leaves under the threshold, with how each gets renewed."""
+    layout = _layouts.rancher_layout(server.fs, server.program, "server", "127.0.0.1")
+    due, skipped = [], []
+    for spec in layout.files:
+        if spec.kind != "pem":
+            continue
+        try:
+            cert = _x509.load_certificates(read_node_file(server.fs, spec.path), spec.path)[0]
+        except CertError as exc:
+            skipped.append({"name": spec.id, "path": spec.path, "reason": "unreadable (%s); k3s regenerates a missing "
+                                                                         "file at start: move it aside and restart" % exc})
+            continue
+        days_left = round((_x509.not_after(cert) - now).total_seconds() / 86400.0, 2)
+        if _x509.is_ca(cert):
+            if days_left < threshold_days and not spec.path.startswith(server.data_dir + "/agent/"):
+                skipped.append({"name": spec.id, "path": spec.path, "reason": "CA with %.1f days left: k3s never renews CAs; "
+                                                                             "see '%s certificate rotate-ca'" % (days_left, server.program)})
+            continue
+        if days_left >= threshold_days:
+            skipped.append({"name": spec.id, "path": spec.path,
+                            "reason": "%.1f days left, not under threshold_days=%s" % (days_left, threshold_days)})
+            continue
+        rel = spec.path[len(server.data_dir) + 1:]
+        if rel.startswith("agent/"):
+            how = "restart"       # the embedded agent's certs are re-issued at every start
+        elif days_left <= window_days:
+            how = "restart"       # inside k3s's own start-up window
+        else:
+            how = "rotate"        # k3s would keep it: force it
+        due.append({"name": spec.id, "path": spec.path, "key_path": spec.key_path, "not_after": _x509.iso(_x509.not_after(cert)),
+                    "days_left": days_left, "serial": _x509.serial_hex(cert), "how": how,
+                    "service": rotate_service(server.program, rel), "new_not_after": None})
+    return due, skipped
+
+
+def move_aside(fs, path, suffix):
+    """Rename ``path`` to ``path + suffix`` (a fresh name); returns the new node path."""
+    target, count = path + suffix, 1
+    while fs.exists(target):
+        count += 1
+        target = "%s%s.%d" % (path, suffix, count)
+    os.rename(fs.real(path), fs.real(target))
+    return target
+
+
+def rotate_natively(server, leaves, stamp):
+    """What ``certificate rotate`` does without the binary: leaves moved (not deleted) to server/tls-kubepki-<ts>/.
+
+    k3s re-issues a missing leaf at start (rancher.md 1.3, rule 1).
+    """
+    backup = "%s/server/tls-kubepki-%s" % (server.data_dir, stamp)
+    moved = []
+    for leaf in leaves:
+        for path in (leaf["path"], leaf["key_path"]):
+            if not path or not server.fs.exists(path):
+                continue
+            target = backup + path[len(server.tls):]
+            os.makedirs(os.path.dirname(server.fs.real(target)), mode=0o700, exist_ok=True)
+            os.rename(server.fs.real(path), server.fs.real(target))
+            moved.append({"from": path, "to": target})
+    return moved
+
+
+def rotate_with_binary(binary, leaves, run_command):
+    """``<p> certificate rotate -s ...``: it backs up server/tls to server/tls-<unix> itself. Returns None if it fails."""
+    services = sorted({leaf["service"] for leaf in leaves})
+    argv = [binary, "certificate", "rotate"]
+    for service in services:
+        argv += ["-s", service]
+    rc, out, err = run_command(argv)
+    return None if rc != 0 else {"argv": argv, "output": (out + err).strip()[-500:]}
+
+
+def leaves_via_rotate(due):
+    return [leaf for leaf in due if leaf["how"] == "rotate"]
+
+
+def choose_leaf_method(method, server, leaves, binary):
+    """``rotate`` (the k3s binary) or ``native``; a leaf no rotate service covers goes native."""
+    if not leaves:
+        return None
+    if method == "rotate" and not binary:
+        raise ResetError("method=rotate needs the %s binary on the node and rootfs=/; use method=native or auto. "
+                         "Nothing was changed." % server.program)
+    if method == "native" or not binary or any(leaf["service"] is None for leaf in leaves):
+        return "native"
+    return "rotate"
+
+
+def _supervisor_entry(server, served_info, reasons):
+    entry = {"name": server.secret_name, "path": server.dynamic_cert, "endpoint": served_info["endpoint"], "how": "reset",
+             "reasons": reasons, "new_not_after": None}
+    entry.update({k: served_info[k] for k in ("not_after", "days_left", "serial", "fingerprint_sha1")})
+    return entry
+
+
+def _reset_supervisor(server, api, cached_info, secret_info, stamp):
+    """Delete the secret, then move dynamic-cert.json aside; returns notes. ResetError says what is left to do."""
+    if secret_info["state"] == "unknown":
+        raise ResetError(secret_info["message"])
+    deleted = api.delete_secret()
+    secret_info["deleted"] = deleted
+    notes = ["secret kube-system/%s %s" % (server.secret_name, "deleted" if deleted else "was already gone")]
+    if server.fs.exists(server.dynamic_cert):
+        try:
+            cached_info["moved_to"] = move_aside(server.fs, server.dynamic_cert, ".kubepki-" + stamp)
+        except OSError as exc:
+            raise ResetError("the secret kube-system/%s is gone but %s could not be moved aside (%s): move it yourself "
+                             "(mv %s %s.kubepki-%s) and restart %s, or restart %s now to have the secret recreated from it "
+                             "unchanged" % (server.secret_name, server.dynamic_cert, exc.strerror or exc, server.dynamic_cert,
+                                            server.dynamic_cert, stamp, server.unit, server.unit))
+        notes.append("%s moved to %s" % (server.dynamic_cert, cached_info["moved_to"]))
+    return notes
+
+
+def _force_leaves(server, leaves, method, binary, run_command, stamp):
+    """``(method used, moved, notes)`` for the leaves k3s would not renew by itself."""
+    used = choose_leaf_method(method, server, leaves, binary)
+    if used == "rotate":
+        rotated = rotate_with_binary(binary, leaves, run_command)
+        if rotated is not None:
+            return used, [], ["%s: %s" % (" ".join(rotated["argv"]), rotated["output"])]
+        if method == "rotate":
+            raise ResetError("'%s certificate rotate' failed on this node; use method=native (moves the leaves aside so "
+                             "k3s re-issues them at start)" % server.program)
+        used = "native"
+    moved = rotate_natively(server, leaves, stamp)
+    return used, moved, ["%d file(s) moved to %s/server/tls-kubepki-%s; %s re-issues them at start"
+                         % (len(moved), server.data_dir, stamp, server.program)]
+
+
+def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_host="127.0.0.1", supervisor_port=None,
+          api_url=None, timeout=10.0, method="auto", window_days=None, version_output=None, binary=None, run_command=None):
+    """Plan, and unless ``check_mode`` apply, the reset; returns the module result. ResetError on a stop.
+
+    ``binary``: path of the program when it may act on this node; ``run_command(argv) -> (rc, out, err)``.
+    """
+    port = supervisor_port or PROGRAMS[server.program]["supervisor_port"]
+    served, served_info = read_served(probe_host, port, now, threshold_days, timeout)
+    if served is None:
+        raise ResetError("%s: nothing to compare with: %s. Check 'systemctl status %s'; start it and run again. Nothing "
+                         "was changed." % (served_info["endpoint"], served_info["message"], server.unit))
+    cached, cached_info = read_dynamic_cert(server, now, threshold_days)
+    if api_url is None and server.program == "k3s" and supervisor_port:
+        api_url = "https://127.0.0.1:%d" % (supervisor_port + 1)   # k3s: apiserver port = https-listen-port + 1
+    api = Api(server, api_url, timeout)
+    secret, secret_info = api.read_secret(now, threshold_days)
+    reasons = (["force=true"] if force else []) + stale_reasons(served, served_info, cached, cached_info, secret, secret_info)
+    if window_days is None:
+        window_days, window_source = renew_window(version_output)
+    else:
+        window_source = "renew_window_days"
+    due, skipped = plan_leaves(server, now, threshold_days, window_days)
+
+    renewed = ([_supervisor_entry(server, served_info, reasons)] if reasons else []) + due
+    if not reasons:
+        skipped.insert(0, {"name": server.secret_name, "path": server.dynamic_cert,
+                           "reason": "served for %.1f more days%s" % (served_info["days_left"], ", the same certificate as "
+                                     "dynamic-cert.json and the secret" if in_sync(served_info, cached_info, secret_info) else "")})
+    forced = leaves_via_rotate(due)
+    result = {"program": server.program, "served": served_info, "dynamic_cert": cached_info, "secret": secret_info,
+              "in_sync": in_sync(served_info, cached_info, secret_info), "renewed": renewed, "skipped_certs": skipped,
+              "restart": [server.unit] if renewed else [], "renew_window_days": window_days,
+              "renew_window_source": window_source, "leaf_method": None, "moved": [], "notes": []}
+    if forced:
+        result["leaf_method"] = choose_leaf_method(method, server, forced, binary)
+    if check_mode or not renewed:
+        return result
+
+    stamp = utc_stamp(clock)
+    if reasons:
+        result["notes"] += _reset_supervisor(server, api, cached_info, secret_info, stamp)
+        if cached_info["moved_to"]:
+            result["moved"].append({"from": server.dynamic_cert, "to": cached_info["moved_to"]})
+    if forced:
+        try:
+            result["leaf_method"], moved, notes = _force_leaves(server, forced, method, binary, run_command, stamp)
+        except (ResetError, OSError) as exc:
+            raise ResetError("%s%s. The leaves under the threshold are not renewed; restart %s anyway to use what was done."
+                             % ("; ".join(result["notes"]) + "; then " if result["notes"] else "", exc, server.unit))
+        result["moved"] += moved
+        result["notes"] += notes
+    return result
