@@ -63,3 +63,17 @@ def test_not_a_kubeadm_node(run_module, tmp_path):
 def test_method_kubeadm_without_the_binary(run_module, node):
     result = run_module(kubeadm_renew, rootfs=str(node), method="kubeadm")
     assert result["failed"] and "method=native" in result["msg"]
+
+
+def test_unreadable_current_cert_fails_with_what_to_do(run_module, node):
+    (node / "etc/kubernetes/pki/apiserver.crt").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n")
+    before = digest(node)
+    result = run_module(kubeadm_renew, rootfs=str(node))
+    assert result["failed"] and "apiserver.crt" in result["msg"] and "restore it from a backup" in result["msg"]
+    assert digest(node) == before
+
+
+def test_unknown_name_lists_the_valid_ones(run_module, node):
+    result = run_module(kubeadm_renew, rootfs=str(node), certs=["apiservr"])
+    assert result["failed"] and "apiservr" in result["msg"] and "front-proxy-client" in result["msg"]
+    assert "restore" not in result["msg"]

@@ -1,0 +1,72 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.kubepki.fleet.plugins.modules import k3s_serving_reset
+from ansible_collections.kubepki.fleet.tests.unit.conftest import DAY, NOW
+from ansible_collections.kubepki.fleet.tests.unit.plugins.module_utils.test_k3s import K3sNode, digest
+
+
+@pytest.fixture
+def node(tmp_path):
+    k3s = K3sNode(tmp_path)
+    yield k3s
+    k3s.close()
+
+
+def args(k3s, **extra):
+    return dict(rootfs=str(k3s.root), probe_host="127.0.0.1", supervisor_port=k3s.supervisor.port, api_url=k3s.api.url,
+                now="2026-11-23T12:00:00Z", timeout=3, **extra)
+
+
+def test_check_mode_and_diff_show_the_plan_and_change_nothing(run_module, node):
+    before = digest(node.root)
+    result = run_module(k3s_serving_reset, _ansible_check_mode=True, _ansible_diff=True, **args(node))
+    assert result["changed"] is True and "skipped" not in result
+    assert result["restart"] == ["k3s"] and [r["name"] for r in result["renewed"]] == ["k3s-serving"]
+    assert result["diff"]["before"]["k3s-serving"]["not_after"] == result["served"]["not_after"]
+    assert result["diff"]["after"] == {"k3s-serving": {"not_after": "(new at next start)"}}
+    assert digest(node.root) == before and node.api.secret is not None
+
+
+def test_reset_then_a_second_run_changes_nothing(run_module, node):
+    first = run_module(k3s_serving_reset, **args(node))
+    assert first["changed"] and first["secret"]["deleted"] and first["dynamic_cert"]["moved_to"]
+    node.restart()
+    after = digest(node.root)
+    second = run_module(k3s_serving_reset, **args(node))
+    assert (second["changed"], second["renewed"], second["restart"], second["in_sync"]) == (False, [], [], True)
+    assert digest(node.root) == after
+
+
+def test_leaves_are_moved_aside_on_a_copied_tree(run_module, tmp_path):
+    """With a rootfs the k3s binary cannot act on the tree: leaves beyond the window go native."""
+    k3s = K3sNode(tmp_path, serving_issued_at=NOW - 10 * DAY)
+    try:
+        result = run_module(k3s_serving_reset, threshold_days=340, renew_window_days=120, **args(k3s))
+    finally:
+        k3s.close()
+    assert result["leaf_method"] == "native" and result["renew_window_source"] == "renew_window_days"
+    assert "k3s-serving" not in [r["name"] for r in result["renewed"]]
+
+
+def test_api_unreachable_fails_with_what_to_do(run_module, node):
+    before = digest(node.root)
+    result = run_module(k3s_serving_reset, **dict(args(node), api_url="https://127.0.0.1:1"))
+    assert result["failed"] and "is k3s running? Check with 'systemctl status k3s'" in result["msg"]
+    assert digest(node.root) == before
+
+
+def test_not_a_k3s_server(run_module, tmp_path):
+    result = run_module(k3s_serving_reset, rootfs=str(tmp_path))
+    assert result["failed"] and "this is not a k3s server" in result["msg"]
+
+
+def test_bad_now(run_module, node):
+    result = run_module(k3s_serving_reset, **dict(args(node), now="tomorrow"))
+    assert result["failed"] and "ISO 8601" in result["msg"]
