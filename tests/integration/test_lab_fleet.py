@@ -5,6 +5,7 @@ Brings up tests/lab/fleet.yml (hooks included) with `lab.py up` into a tmp dir, 
 certificates over TLS, runs the node tools over real SSH, then tears down. Needs root and the
 default fleet's addresses (127.0.1.11-42) plus 127.0.0.1:6444 free: bring a default lab down first.
 """
+import json
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from labutil import cn, days_left, lab_cli, labmod, listening, served, ssh, wait_for
+from labutil import ansible, cn, days_left, lab_cli, labmod, listening, served, ssh, wait_for
 
 ALPHA_CPS = {"alpha-cp1": "127.0.1.11", "alpha-cp2": "127.0.1.12", "alpha-cp3": "127.0.1.13"}
 BRAVO, CHARLIE, DELTA = "127.0.1.21", {"charlie-cp1": "127.0.1.31", "charlie-w1": "127.0.1.32"}, "127.0.1.41"
@@ -30,6 +31,26 @@ def fleet(lab_fleet):
 def test_bring_up_time(fleet):
     print(f"lab up (9 nodes, services ready): {fleet.up_seconds:.1f}s")
     assert fleet.up_seconds < 120
+
+
+def test_check_playbook_over_ssh_reports_every_scenario(fleet, tmp_path):
+    result = ansible(["ansible-playbook", "playbooks/check.yml", "-i", str(fleet.output / "inventory.ini"),
+                      "-e", "report_dir=%s" % tmp_path])
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {(r["host"], r["id"]): r for r in json.loads((tmp_path / "kubepki-report.json").read_text())["certs"]}
+    for node, address in ALPHA_CPS.items():
+        assert rows[(node, "endpoint/%s:6443" % address)]["state"] == "warning"
+        assert rows[(node, "kubeadm/apiserver")]["in_use"] is True
+    assert rows[("bravo-cp1", "endpoint/%s:6443" % BRAVO)]["state"] == "expired"
+    assert rows[("bravo-cp1", "kubeconfig/admin.conf")]["state"] == "expired"
+    for node, address in CHARLIE.items():
+        assert rows[(node, "endpoint/%s:10250" % address)]["state"] == "expired"
+        assert (rows[(node, "kubelet/kubelet.crt")]["state"], rows[(node, "kubelet/kubelet.crt")]["in_use"]) == ("expired", True)
+        assert rows[(node, "rke1/kube-node")]["state"] == "ok"
+    assert rows[("delta-server", "endpoint/%s:6443" % DELTA)]["state"] == "expired"
+    assert rows[("delta-server", "endpoint/%s:6443" % DELTA)]["subject"] == "CN=k3s,O=k3s"
+    assert rows[("delta-server", "k3s/server/serving-kube-apiserver")]["state"] == "ok"
+    assert rows[("delta-server", "k3s/server/client-admin")]["state"] == "ok"
 
 
 def test_alpha_apiservers_serve_certs_expiring_within_20_days(fleet):

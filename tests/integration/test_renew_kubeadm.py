@@ -159,3 +159,21 @@ def test_rollback_playbook_restores_a_chosen_backup(fleet, tmp_path):
     wait_for(lambda: 16 < days_left(served(address, 6443)) < 18, "the apiserver to serve the restored certificate")
     assert 16 < days_left(served(address, 2379)) < 18
     assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_a_held_lock_stops_a_second_run_and_stays(fleet, tmp_path):
+    node = "alpha-cp2"
+    lock = fleet.node_root(node) / "var/lib/kubepki/renew.lock"
+    lock.mkdir(mode=0o700)
+    (lock / "owner").write_text("renewal started 2026-11-23T03:00:00Z from awx-job-42\n")
+    before = digest(fleet, [node])
+    try:
+        result = renew(fleet, tmp_path, "-l", node, "-e", "kubepki_force=true")
+        assert result.returncode != 0
+        assert "Another certificate renewal holds /var/lib/kubepki/renew.lock" in result.stdout
+        assert "awx-job-42" in result.stdout
+        assert lock.exists(), "the other run's lock was released"
+        assert digest(fleet, [node]) == before
+    finally:
+        (lock / "owner").unlink()
+        lock.rmdir()

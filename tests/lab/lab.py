@@ -872,6 +872,9 @@ def main(argv=None) -> int:
     p_up.add_argument("--start", action="append", default=[], metavar="MOD:FUNC",
                       help="extra start hook f(lab, node); repeatable")
     p_up.add_argument("--no-hooks", action="store_true", help="skip the hooks the fleet spec lists")
+    p_up.add_argument("--real-bin", metavar="DIR",
+                      help="directory of real kube-apiserver/kube-controller-manager/kube-scheduler binaries to run "
+                           "instead of the stand-ins (sets KUBEPKI_LAB_REAL_BIN for the node hooks)")
     add("down", "stop every node process and remove --output")
     p_st = add("status", "show the nodes (exit 0 when all are up)")
     p_st.add_argument("--json", action="store_true")
@@ -885,6 +888,8 @@ def main(argv=None) -> int:
     lab = Lab(args.output)
     try:
         if args.cmd == "up":
+            if args.real_bin:
+                os.environ["KUBEPKI_LAB_REAL_BIN"] = os.path.abspath(args.real_bin)
             state = lab.up(args.fleet, populate=args.populate, start=args.start, recreate=args.recreate,
                            fleet_hooks=not args.no_hooks)
             print(f"lab up: {len(state['nodes'])} nodes in {state['up_seconds']:.2f}s")

@@ -17,7 +17,7 @@ Behaves as research/rancher.md describes, with the file layout of tests/lab/pki.
   agent has them signed by the server; the lab's agent signs with the CA pair that populate left
   in /run/kubepki-lab/k3s-ca (lab plumbing, not part of the node's k3s layout).
 - `k3s certificate check [-s SVC]... [-o text|table|json]` and `k3s certificate rotate [-s SVC]...`
-  (backup to server/tls-<unix>, delete the files, write dynamic-cert-regenerate; §1.5).
+  (backup to server/tls-<unix>, delete the files, write dynamic-cert-regenerate; §1.5); `k3s --version`.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ import supervisor  # noqa: E402  pylint: disable=wrong-import-position
 PROGRAM = "k3s"
 DATA_DIR = Path("/var/lib/rancher/k3s")
 RENEW_DAYS = 120                   # CertificateRenewDays since the May 2025 releases (90 before)
+VERSION = "v1.31.9+k3s1"           # `k3s --version`: the first v1.31 with the 120-day window
 SECRET_KEY = "/registry/secrets/kube-system/k3s-serving"
 SIGNER_DIR = supervisor.RUN_DIR / "k3s-ca"
 LAB_BIN = "/opt/kubepki-lab/bin"
@@ -490,13 +491,17 @@ def main(argv=None) -> int:
         kubectl = shutil.which("kubectl", path=path) or "kubectl"
         os.execve(kubectl, ["kubectl", *argv[1:]],
                   {**os.environ, "KUBECONFIG": os.environ.get("KUBECONFIG", f"/etc/rancher/{PROGRAM}/{PROGRAM}.yaml")})
+    if cmd in (["--version"], ["-v"], ["version"]):
+        # a v1.31 build with the May 2025 renewal window (RENEW_DAYS = 120 from v1.31.9)
+        print(f"{PROGRAM} version {VERSION} (kubepki-lab)\ngo version go1.23.8")
+        return 0
     if cmd in (["server"], ["agent"]):
         flags = supervisor.parse_flags(argv[1:])
         return server(flags) if cmd == ["server"] else agent(flags)
     if argv[:1] == ["certificate"] and argv[1:2] in (["check"], ["rotate"]):
         flags = supervisor.parse_flags(argv[2:])
         return check(flags) if argv[1] == "check" else rotate(flags)
-    print("usage: k3s server|agent [flags] | k3s certificate check|rotate [-s SERVICE]... | k3s kubectl ...",
+    print("usage: k3s server|agent [flags] | k3s certificate check|rotate [-s SERVICE]... | k3s kubectl ... | k3s --version",
           file=sys.stderr)
     return 1
 
