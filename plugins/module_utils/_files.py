@@ -14,7 +14,8 @@ import stat
 import tempfile
 
 
-def _fsync_dir(directory):
+def fsync_dir(directory):
+    """Make a rename in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -84,7 +85,7 @@ def write_files(items):
                 write_files([(path, backup, 0o600)])
         raise
     for directory in sorted({os.path.dirname(path) or "." for path, _temp in staged}):
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 def write_file(path, data, default_mode=0o600):

@@ -34,7 +34,6 @@ KUBELET_KEY = _layouts.KUBELET_PKI + "/kubelet.key"
 KUBELET_SERVER_CURRENT = _layouts.KUBELET_PKI + "/kubelet-server-current.pem"
 ASIDE = ".kubepki-"
 FLAG = "generate_serving_certificate"
-_BOOL_TAG = "tag:yaml.org,2002:bool"
 
 
 class FixError(Exception):
@@ -108,7 +107,7 @@ def plan_regenerate(fs, now, threshold_days, force=False, served=None, tls_cert_
         other = "the kubelet is given --tls-cert-file=%s (services.kubelet.extra_args in cluster.yml)" % tls_cert_file
     elif fs.exists(KUBELET_SERVER_CURRENT):
         other = "the kubelet rotates its serving certificate through the API (%s, serverTLSBootstrap)" % KUBELET_SERVER_CURRENT
-    elif served_ok and served["fingerprint_sha256"] != item["fingerprint_sha256"]:
+    elif served_ok and item["fingerprint_sha256"] and served["fingerprint_sha256"] != item["fingerprint_sha256"]:
         other = "%s serves %s, not %s" % (served["endpoint"], served["subject"], KUBELET_CRT)
     item["in_use"] = False if other else (True if served_ok else None)
 
@@ -118,12 +117,11 @@ def plan_regenerate(fs, now, threshold_days, force=False, served=None, tls_cert_
                            "is served. Renew the certificate the kubelet serves instead; nothing was changed"
                            % (other, served["subject"], served["not_after"], served["days_left"], KUBELET_CRT))
         return [], [{"name": "kubelet.crt", "reason": "not in use: %s" % other}]
-    threshold = float(threshold_days)
     if "unreadable" in item:
         item["reason"] = "unreadable: %s" % item.pop("unreadable")
     elif force:
         item["reason"] = "force"
-    elif item["days_left"] < threshold:
+    elif item["days_left"] < threshold_days:
         item["reason"] = "%.1f days left, under threshold_days=%s" % (item["days_left"], threshold_days)
     else:
         return [], [{"name": "kubelet.crt", "reason": "%.1f days left, not under threshold_days=%s" % (item["days_left"], threshold_days)}]
@@ -158,7 +156,7 @@ def move_aside(fs, now):
         for move in reversed(moves):
             os.rename(fs.real(move["dest"], follow=False), fs.real(move["src"], follow=False))
         raise FixError("cannot move %s aside: %s; nothing was changed" % (path, exc.strerror or exc))
-    _files._fsync_dir(os.path.dirname(fs.real(KUBELET_CRT, follow=False)))  # pylint: disable=protected-access
+    _files.fsync_dir(os.path.dirname(fs.real(KUBELET_CRT, follow=False)))
     return moves
 
 
@@ -315,4 +313,3 @@ def set_serving_flag(text, config, path):
         raise FixError("%s is laid out in a way this tool cannot edit safely (the edit would change more than "
                        "services.kubelet.%s); set it to true by hand; nothing was changed" % (path, FLAG))
     return new_text, before
-

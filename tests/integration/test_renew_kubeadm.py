@@ -107,12 +107,19 @@ def test_renewal_keeps_the_api_up_and_recovers_the_expired_cluster(fleet, tmp_pa
     assert (health.stdout + health.stderr).count("is healthy") == 3, health.stdout + health.stderr
     assert len(ssh(fleet, "alpha-cp1", etcdctl + " member list").stdout.splitlines()) == 3
 
-    # Every node holds one root-only backup with its checksums.
+    # Every node holds root-only backups with their checksums: the control plane's, with an etcd
+    # snapshot where etcd answered (not on expired bravo), then the kubelet serving cert's.
     for node in list(ALPHA) + list(BRAVO):
-        backups = list((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir())
-        assert len(backups) == 1 and oct(backups[0].stat().st_mode & 0o777) == "0o700"
-        assert {p.name for p in backups[0].iterdir()} >= {"files.tar.gz", "SHA256SUMS"}
-        assert oct((backups[0] / "files.tar.gz").stat().st_mode & 0o777) == "0o600"
+        backups = sorted((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir())
+        assert len(backups) == 2, backups
+        for backup in backups:
+            assert oct(backup.stat().st_mode & 0o777) == "0o700"
+            assert {p.name for p in backup.iterdir()} >= {"files.tar.gz", "SHA256SUMS"}
+            assert oct((backup / "files.tar.gz").stat().st_mode & 0o777) == "0o600"
+        assert (backups[0] / "etcd-snapshot.db").exists() == (node in ALPHA)
+    # The kubelets' self-signed serving certs were regenerated too.
+    for address in list(ALPHA.values()) + list(BRAVO.values()):
+        assert days_left(served(address, 10250)) > 360, address
 
 
 def test_second_run_changes_nothing(fleet, tmp_path):
@@ -134,6 +141,7 @@ def test_component_that_never_comes_back_is_rolled_back(fleet, tmp_path):
                        % (user_cert[120:184], original.split("\n", 1)[1]))
     before_files = digest(fleet, [node])
     before_served = fingerprints([address])
+    backups_before = len(list((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir()))
     try:
         result = renew(fleet, tmp_path, "-l", node, "-e", "kubepki_force=true",
                        "-e", "restart_control_plane_timeout=20", "-e", "verify_control_plane_retries=10")
@@ -145,7 +153,7 @@ def test_component_that_never_comes_back_is_rolled_back(fleet, tmp_path):
     assert fingerprints([address]) == before_served
     after_files = {k: v for k, v in digest(fleet, [node]).items() if "var/lib/kubepki" not in k}
     assert after_files == {k: v for k, v in before_files.items() if "var/lib/kubepki" not in k}
-    assert len(list((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir())) == 2
+    assert len(list((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir())) == backups_before + 1
     assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
 
 

@@ -1,0 +1,210 @@
+"""renew_rke1.yml on a lab RKE1 cluster (charlie: control plane + worker, kubelet.crt expired 35
+days ago, seed 000): --check changes no byte, the run makes both kubelets serve fresh self-signed
+certificates, a second run changes nothing, and bad input - no kubelet container, a new
+certificate that does not pass verification, a malformed cluster.yml - loses nothing.
+
+Only charlie, on 127.0.4.31-32, so that it runs beside the default fleet (127.0.1.x) and other
+labs. The tests run in file order on one fleet: each builds on the state the previous one left.
+"""
+import hashlib
+import json
+import os
+import re
+import signal
+import stat
+import time
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import hashes
+
+from labutil import ansible, busy, cn, days_left, lab_cli, labmod, listening, served, wait_for
+
+import nodes  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
+
+CHARLIE = {"charlie-cp1": "127.0.4.31", "charlie-w1": "127.0.4.32"}
+# What the fix may touch on a node.
+NODE_TREES = ("etc/kubernetes", "var/lib/kubelet", "var/lib/kubepki")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """The default fleet's charlie cluster alone, with its hooks, at CHARLIE's addresses."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    default = yaml.safe_load(labmod.DEFAULT_FLEET.read_text())
+    charlie = [c for c in default["clusters"] if c["name"] == "charlie"][0]
+    charlie["nodes"] = [dict(n, address=CHARLIE[n["name"]]) for n in charlie["nodes"]]
+    taken = busy([(a, 22) for a in CHARLIE.values()])
+    if taken:
+        pytest.skip(f"addresses busy ({', '.join(taken)}): another lab runs there")
+    base = tmp_path_factory.mktemp("rke1")
+    spec = base / "fleet.yml"
+    spec.write_text(yaml.safe_dump({"packages": default["packages"], "hooks": default["hooks"], "clusters": [charlie]}))
+    output = base / "lab"
+    started = time.monotonic()
+    res = lab_cli("up", "--fleet", str(spec), "--output", str(output))
+    if res.returncode:
+        lab_cli("down", "--output", str(output))
+        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
+    lab = labmod.Lab(output)
+    print("charlie up in %.1f s" % (time.monotonic() - started))
+    yield lab
+    lab_cli("down", "--output", str(output))
+
+
+def cluster_yml(lab):
+    return lab.output / "rke" / "charlie" / "cluster.yml"
+
+
+def digest(lab):
+    """Content and mode of every file the fix may touch, on both nodes, and of the cluster's rke dir."""
+    roots = [lab.node_root(n) / tree for n in CHARLIE for tree in NODE_TREES] + [cluster_yml(lab).parent]
+    result = {}
+    for top in roots:
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                with open(path, "rb") as handle:
+                    result[os.path.relpath(path, lab.output)] = (hashlib.sha256(handle.read()).hexdigest(),
+                                                                 stat.S_IMODE(os.stat(path).st_mode))
+    return result
+
+
+def fingerprints():
+    return {node: served(address, 10250).fingerprint(hashes.SHA256()) for node, address in CHARLIE.items()}
+
+
+def renew(lab, *args):
+    started = time.monotonic()
+    result = ansible(["ansible-playbook", "playbooks/renew_rke1.yml", "-i", str(lab.output / "inventory.ini"), *args])
+    print("renew_rke1.yml %s: %.1f s\n%s" % (" ".join(args), time.monotonic() - started, result.stdout[-3000:]))
+    return result
+
+
+def said(result):
+    """The play's output with its line wrapping undone."""
+    return " ".join(result.stdout.split())
+
+
+def restart_supervisor(lab, node, containers):
+    """Restart the node's supervisor (its docker daemon) with these containers; returns those it had."""
+    root = lab.node_root(node)
+    config_path = root / "run/kubepki-lab/services.json"
+    config = json.loads(config_path.read_text())
+    pid = int((root / "run/kubepki-lab/supervisor.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split()[2] == "Z",
+             "the supervisor of %s to stop" % node)
+    had, config["containers"] = config["containers"], containers
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    nodes.start(lab, lab.fleet().node(node))
+    return had
+
+
+def test_check_mode_shows_the_plan_and_changes_no_byte(fleet):
+    before, before_served = digest(fleet), fingerprints()
+    result = renew(fleet, "--check", "--diff")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for node in CHARLIE:
+        assert re.search(r"%s: kubelet.crt \(CN=%s@\d+\) expires \S+:\s+regenerate it, restart the kubelet \(docker\)" % (node, node),
+                         result.stdout), result.stdout
+    assert "+        not_after: (new at next kubelet start)" in result.stdout
+    assert digest(fleet) == before and fingerprints() == before_served
+
+
+def test_both_kubelets_serve_fresh_self_signed_certificates(fleet):
+    old = fingerprints()
+    for address in CHARLIE.values():
+        assert days_left(served(address, 10250)) < 0
+    result = renew(fleet)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for node, address in CHARLIE.items():
+        cert = served(address, 10250)
+        # client-go's GenerateSelfSignedCertKey: leaf <host>@<unix> issued by <host>-ca@<unix>
+        assert re.fullmatch(r"%s@\d+" % node, cn(cert)) and cert.issuer.rfc4514_string() == "CN=%s-ca@%s" % (node, cn(cert).split("@")[1])
+        assert days_left(cert) > 360 and cert.fingerprint(hashes.SHA256()) != old[node]
+        assert re.search(r"%s: the kubelet serves CN=%s@\d+ until \S+ \(was \S+\); the old pair is kept as "
+                         r"/var/lib/kubelet/pki/kubelet.crt.kubepki-\d{8}T\d{6}Z and " % (node, node), said(result))
+
+        pki = fleet.node_root(node) / "var/lib/kubelet/pki"
+        modes = {p.name.split(".kubepki-")[0] + (" (old)" if ".kubepki-" in p.name else ""): stat.S_IMODE(p.stat().st_mode)
+                 for p in pki.iterdir()}
+        assert modes == {"kubelet.crt": 0o644, "kubelet.key": 0o600, "kubelet.crt (old)": 0o644, "kubelet.key (old)": 0o600}
+        backups = list((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir())
+        assert len(backups) == 1 and {p.name for p in backups[0].iterdir()} == {"files.tar.gz", "SHA256SUMS"}
+        assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_second_run_changes_nothing(fleet):
+    before, before_served = digest(fleet), fingerprints()
+    result = renew(fleet)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for node in CHARLIE:
+        assert "%s: kubelet.crt left alone - 365.0 days left, not under threshold_days=30" % node in said(result)
+    assert digest(fleet) == before and fingerprints() == before_served
+
+
+def test_no_kubelet_container_fails_before_changing_anything(fleet):
+    node = "charlie-cp1"
+    before, before_served = digest(fleet), fingerprints()
+    # As if docker had no container named kubelet: docker restart says "No such container".
+    containers = json.loads((fleet.node_root(node) / "run/kubepki-lab/services.json").read_text())["containers"]
+    restart_supervisor(fleet, node, [c for c in containers if c["name"] != "kubelet"])
+    try:
+        wait_for(lambda: not listening(CHARLIE[node], 10250), "the kubelet to be gone")
+        result = renew(fleet, "-l", node, "-e", "kubepki_force=true")
+        assert result.returncode != 0
+        assert ("Cannot restart the kubelet of charlie-cp1 with docker (Error response from daemon: No such container: kubelet)"
+                in said(result))
+        assert "Nothing was changed." in said(result)
+        assert digest(fleet) == before
+    finally:
+        restart_supervisor(fleet, node, containers)
+        wait_for(lambda: listening(CHARLIE[node], 10250), "the kubelet to be back", timeout=30)
+    assert fingerprints() == before_served
+
+
+def test_a_new_certificate_that_fails_verification_is_rolled_back(fleet):
+    node = "charlie-w1"
+    pki = fleet.node_root(node) / "var/lib/kubelet/pki"
+    before_pair = ((pki / "kubelet.crt").read_bytes(), (pki / "kubelet.key").read_bytes())
+    before_served = fingerprints()[node]
+    # A kubelet writes one-year certificates: a threshold of 400 days can never be met.
+    result = renew(fleet, "-l", node, "-e", "kubepki_threshold_days=400", "-e", "fix_rke_kubelet_retries=3",
+                   "-e", "fix_rke_kubelet_delay=1")
+    assert result.returncode != 0
+    assert "does not serve the kubelet.crt it should have written, new and valid for more than 400 days" in said(result)
+    assert "The old kubelet.crt and kubelet.key were put back and are served again; the backup is /var/lib/kubepki/backups/" in said(result)
+    assert fingerprints()[node] == before_served
+    assert ((pki / "kubelet.crt").read_bytes(), (pki / "kubelet.key").read_bytes()) == before_pair
+    assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_generate_serving_certificate_edits_cluster_yml_and_refuses_a_malformed_one(fleet):
+    path = cluster_yml(fleet)
+    original = path.read_text()
+    nodes_before = {k: v for k, v in digest(fleet).items() if "/rke/" not in "/" + k}
+    mode2 = ["-e", "kubepki_force=true", "-e", "kubepki_kubelet_fix_mode=generate_serving_certificate",
+             "-e", "kubepki_rke_cluster_yml=%s" % path]
+    try:
+        result = renew(fleet, *mode2)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert path.read_text() == original.replace("    fail_swap_on: false\n",
+                                                    "    fail_swap_on: false\n    generate_serving_certificate: true\n")
+        copies = sorted(path.parent.glob("cluster.yml.kubepki-*"))
+        assert len(copies) >= 1 and all(c.read_text() == original for c in copies)
+        assert "rke up --config %s" % path in said(result)
+        # rke up has not run: the nodes still serve what they served, and nothing changed on them.
+        assert {k: v for k, v in digest(fleet).items() if "/rke/" not in "/" + k} == nodes_before
+
+        path.write_text("nodes: [\nservices:\n")
+        before = digest(fleet)
+        result = renew(fleet, *mode2)
+        assert result.returncode != 0
+        assert "is not valid YAML, and rke up would reject it too: line 3, column 1" in said(result)
+        assert digest(fleet) == before
+    finally:
+        path.write_text(original)
+        for copy in path.parent.glob("cluster.yml.kubepki-*"):
+            copy.unlink()
