@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import ssl
+from urllib.parse import urlsplit
 
 from ansible_collections.kubepki.fleet.plugins.module_utils import _layouts, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import _secret_json_chain, read_node_file
@@ -56,7 +57,11 @@ _ROTATE_SERVICES = (
 
 
 class ResetError(Exception):
-    """Something that stops the reset; the message says what to do and whether anything changed."""
+    """Something that stops the reset; the message says what to do. ``changed``: the node was already changed."""
+
+    def __init__(self, message, changed=False):
+        super(ResetError, self).__init__(message)
+        self.changed = changed
 
 
 def utc_stamp(moment):
@@ -100,7 +105,7 @@ def describe_cert(cert, now, threshold_days):
     info = _x509.describe(cert)
     return {"subject": info["subject"], "subject_cn": info["subject_cn"], "not_after": info["not_after"],
             "days_left": days_left, "serial": info["serial"], "fingerprint_sha1": _x509.fingerprint_hex(cert),
-            "state": state, "message": message}
+            "fingerprint_sha256": info["fingerprint_sha256"], "state": state, "message": message}
 
 
 def _secret_leaf(data, what):
@@ -146,8 +151,8 @@ class Api:
         self.server = server
         self.url = url or PROGRAMS[server.program]["api_url"]
         self.timeout = timeout
-        host_port = self.url.split("://", 1)[-1].split("/", 1)[0]
-        self.host, self.port = _layouts._url_host_port(host_port, 443)  # pylint: disable=protected-access
+        parts = urlsplit(self.url)
+        self.host, self.port = parts.hostname, parts.port or 443
         self.secret_path = "/api/v1/namespaces/kube-system/secrets/" + server.secret_name
 
     def _unreachable(self, why):
@@ -238,7 +243,7 @@ class Api:
         return True
 
 
-def stale_reasons(served, served_info, cached, cached_info, secret, secret_info):
+def stale_reasons(served_info, cached, cached_info, secret, secret_info):
     """Why the supervisor cert must be reset; empty when it is fine."""
     reasons = []
     if served_info["state"] == "expired":
@@ -293,14 +298,14 @@ def plan_leaves(server, now, threshold_days, window_days):
         try:
             cert = _x509.load_certificates(read_node_file(server.fs, spec.path), spec.path)[0]
         except CertError as exc:
-            skipped.append({"name": spec.id, "path": spec.path, "reason": "unreadable (%s); k3s regenerates a missing "
-                                                                         "file at start: move it aside and restart" % exc})
+            reason = "unreadable (%s); k3s regenerates a missing file at start: move it aside and restart" % exc
+            skipped.append({"name": spec.id, "path": spec.path, "reason": reason})
             continue
         days_left = round((_x509.not_after(cert) - now).total_seconds() / 86400.0, 2)
         if _x509.is_ca(cert):
             if days_left < threshold_days and not spec.path.startswith(server.data_dir + "/agent/"):
-                skipped.append({"name": spec.id, "path": spec.path, "reason": "CA with %.1f days left: k3s never renews CAs; "
-                                                                             "see '%s certificate rotate-ca'" % (days_left, server.program)})
+                reason = "CA with %.1f days left: k3s never renews CAs; see '%s certificate rotate-ca'" % (days_left, server.program)
+                skipped.append({"name": spec.id, "path": spec.path, "reason": reason})
             continue
         if days_left >= threshold_days:
             skipped.append({"name": spec.id, "path": spec.path,
@@ -394,7 +399,7 @@ def _reset_supervisor(server, api, cached_info, secret_info, stamp):
             raise ResetError("the secret kube-system/%s is gone but %s could not be moved aside (%s): move it yourself "
                              "(mv %s %s.kubepki-%s) and restart %s, or restart %s now to have the secret recreated from it "
                              "unchanged" % (server.secret_name, server.dynamic_cert, exc.strerror or exc, server.dynamic_cert,
-                                            server.dynamic_cert, stamp, server.unit, server.unit))
+                                            server.dynamic_cert, stamp, server.unit, server.unit), changed=deleted)
         notes.append("%s moved to %s" % (server.dynamic_cert, cached_info["moved_to"]))
     return notes
 
@@ -424,14 +429,14 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
     port = supervisor_port or PROGRAMS[server.program]["supervisor_port"]
     served, served_info = read_served(probe_host, port, now, threshold_days, timeout)
     if served is None:
-        raise ResetError("%s: nothing to compare with: %s. Check 'systemctl status %s'; start it and run again. Nothing "
-                         "was changed." % (served_info["endpoint"], served_info["message"], server.unit))
+        raise ResetError("no %s supervisor certificate to check: %s. Is %s running? Check 'systemctl status %s', start it "
+                         "and run again. Nothing was changed." % (server.program, served_info["message"], server.unit, server.unit))
     cached, cached_info = read_dynamic_cert(server, now, threshold_days)
     if api_url is None and server.program == "k3s" and supervisor_port:
         api_url = "https://127.0.0.1:%d" % (supervisor_port + 1)   # k3s: apiserver port = https-listen-port + 1
     api = Api(server, api_url, timeout)
     secret, secret_info = api.read_secret(now, threshold_days)
-    reasons = (["force=true"] if force else []) + stale_reasons(served, served_info, cached, cached_info, secret, secret_info)
+    reasons = (["force=true"] if force else []) + stale_reasons(served_info, cached, cached_info, secret, secret_info)
     if window_days is None:
         window_days, window_source = renew_window(version_output)
     else:
@@ -439,13 +444,15 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
     due, skipped = plan_leaves(server, now, threshold_days, window_days)
 
     renewed = ([_supervisor_entry(server, served_info, reasons)] if reasons else []) + due
+    synced = in_sync(served_info, cached_info, secret_info)
     if not reasons:
-        skipped.insert(0, {"name": server.secret_name, "path": server.dynamic_cert,
-                           "reason": "served for %.1f more days%s" % (served_info["days_left"], ", the same certificate as "
-                                     "dynamic-cert.json and the secret" if in_sync(served_info, cached_info, secret_info) else "")})
+        reason = "served for %.1f more days" % served_info["days_left"]
+        if synced:
+            reason += ", the same certificate as dynamic-cert.json and the secret"
+        skipped.insert(0, {"name": server.secret_name, "path": server.dynamic_cert, "reason": reason})
     forced = leaves_via_rotate(due)
     result = {"program": server.program, "served": served_info, "dynamic_cert": cached_info, "secret": secret_info,
-              "in_sync": in_sync(served_info, cached_info, secret_info), "renewed": renewed, "skipped_certs": skipped,
+              "in_sync": synced, "renewed": renewed, "skipped_certs": skipped,
               "restart": [server.unit] if renewed else [], "renew_window_days": window_days,
               "renew_window_source": window_source, "leaf_method": None, "moved": [], "notes": []}
     if forced:
@@ -463,7 +470,8 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
             result["leaf_method"], moved, notes = _force_leaves(server, forced, method, binary, run_command, stamp)
         except (ResetError, OSError) as exc:
             raise ResetError("%s%s. The leaves under the threshold are not renewed; restart %s anyway to use what was done."
-                             % ("; ".join(result["notes"]) + "; then " if result["notes"] else "", exc, server.unit))
+                             % ("; ".join(result["notes"]) + "; then " if result["notes"] else "", exc, server.unit),
+                             changed=bool(result["notes"]))
         result["moved"] += moved
         result["notes"] += notes
     return result

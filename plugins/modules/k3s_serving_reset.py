@@ -171,7 +171,7 @@ served:
   returned: always
   type: dict
   sample: {endpoint: "10.0.0.5:6443", subject_cn: k3s, not_after: "2026-10-19T12:00:00Z", days_left: -35.0,
-           fingerprint_sha1: 6EAFF55DD0CF29A6554263EEA617D26B5F187D3B, state: expired}
+           fingerprint_sha1: 6EAFF55DD0CF29A6554263EEA617D26B5F187D3B, fingerprint_sha256: "AB:CD:...", state: expired}
 dynamic_cert:
   description:
     - The cache file. C(state) is V(missing), V(invalid) (corrupt), or the certificate's state. C(moved_to) is where it
@@ -260,7 +260,7 @@ def main():
                             timeout=params["timeout"], method=params["method"], window_days=params["renew_window_days"],
                             version_output=version, binary=binary, run_command=module.run_command)
     except (_k3s.ResetError, _x509.CertError) as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), changed=getattr(exc, "changed", False))
 
     result["changed"] = bool(result["renewed"])
     if module._diff:

@@ -87,7 +87,7 @@ class Supervisor:
 class Api:
     """The loopback kube-apiserver: serves ``cert``, demands a client cert of ``client_ca``, GET/DELETE the secret."""
 
-    def __init__(self, cert_file, key_file, client_ca, secret, status=None):
+    def __init__(self, cert_file, key_file, client_ca, secret, secret_path=SECRET_PATH, status=None):
         self.secret, self.status, self.requests = secret, status, []
         api = self
 
@@ -96,7 +96,7 @@ class Api:
                 api.requests.append((self.command, self.path, self.connection.getpeercert()["subject"]))
                 if api.status:
                     code, body = api.status, {"kind": "Status", "message": "Unauthorized"}
-                elif self.path != SECRET_PATH:
+                elif self.path != secret_path:
                     code, body = 404, {"kind": "Status"}
                 elif api.secret is None:
                     code, body = 404, {"kind": "Status", "reason": "NotFound", "message": 'secrets "k3s-serving" not found'}
@@ -132,16 +132,16 @@ class Api:
 class K3sNode:
     """A k3s server tree in the seed-003 state, with its supervisor port and loopback apiserver running."""
 
-    def __init__(self, tmp_path, serving_issued_at=NOW - 400 * DAY, leaf_issued_at=NOW - 30 * DAY):
+    def __init__(self, tmp_path, serving_issued_at=NOW - 400 * DAY, leaf_issued_at=NOW - 30 * DAY, program="k3s"):
         self.tmp = tmp_path
         self.root = tmp_path / "server"
-        self.cluster = pki.k3s_cluster("k3s", NOW, ca_issued_at=NOW - 500 * DAY)
+        self.cluster = pki.k3s_cluster(program, NOW, ca_issued_at=NOW - 500 * DAY)
         tree = pki.build_k3s_server(self.root, self.cluster, "server", "127.0.0.1", now=NOW, leaf_issued_at=leaf_issued_at,
                                     serving_issued_at=serving_issued_at)
-        self.tls = self.root / TLS
+        self.tls = self.root / TLS.replace("k3s", program)
         self.supervisor = Supervisor(*secret_files(tmp_path, tree.secret, "served"))
         self.api = Api(str(self.tls / "serving-kube-apiserver.crt"), str(self.tls / "serving-kube-apiserver.key"),
-                       str(self.tls / "client-ca.crt"), tree.secret)
+                       str(self.tls / "client-ca.crt"), tree.secret, "/api/v1/namespaces/kube-system/secrets/%s-serving" % program)
 
     def restart(self):
         """What k3s does at the next start with neither secret nor cache: a new cert, stored and cached."""
@@ -392,3 +392,15 @@ def test_a_failing_rotate_falls_back_to_moving_aside(tmp_path):
     finally:
         k3s.close()
     assert result["leaf_method"] == "native" and result["moved"]
+
+
+def test_rke2_uses_its_own_names(tmp_path):
+    rke2 = K3sNode(tmp_path, program="rke2")
+    try:
+        result = rke2.reset()
+    finally:
+        rke2.close()
+    assert (result["program"], result["restart"], result["served"]["subject_cn"]) == ("rke2", ["rke2-server"], "rke2")
+    assert result["renewed"][0]["name"] == "rke2-serving" and rke2.api.secret is None
+    assert result["moved"][0]["from"] == "/var/lib/rancher/rke2/server/tls/dynamic-cert.json"
+    assert _k3s.PROGRAMS["rke2"]["supervisor_port"] == 9345 and _k3s.PROGRAMS["rke2"]["api_url"] == "https://127.0.0.1:6443"

@@ -1,0 +1,216 @@
+"""renew_k3s.yml on a lab with only the k3s cluster delta (seed 003: server/tls renewed, the served
+k3s-serving certificate expired 35 days ago): --check changes no byte, a stopped k3s gives a clear
+message and loses nothing, the reset makes :6443 serve a new CN=k3s certificate that the secret
+matches without touching the clock, a second run changes nothing, leaves beyond k3s's window are
+rotated and a due agent restarted, a secret already gone is fine, and a k3s that does not come back
+is rolled back.
+
+The tests run in file order on one lab: each builds on the state the previous one left.
+"""
+import base64
+import hashlib
+import json
+import os
+import sys
+import time
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from labutil import REPO, ansible, busy, cn, days_left, lab_cli, labmod, listening, served, ssh, wait_for
+
+sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
+import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
+import pki  # noqa: E402  # tests/lab is on sys.path through labutil  pylint: disable=wrong-import-position,wrong-import-order
+
+SERVER, AGENT = "delta-server", "delta-agent"
+ADDRESSES = {SERVER: "127.0.5.41", AGENT: "127.0.5.42"}
+# What the reset may touch on a node; --check and a second run must leave every byte of it alone.
+NODE_TREES = ("var/lib/rancher", "etc/rancher")
+TLS = "var/lib/rancher/k3s/server/tls"
+
+
+@pytest.fixture(scope="module")
+def delta(tmp_path_factory):
+    """A lab with only the delta cluster of tests/lab/fleet.yml, moved to 127.0.5.41/.42."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    taken = busy([(a, 22) for a in ADDRESSES.values()] + [("127.0.0.1", 6444)])
+    if taken:
+        pytest.skip(f"addresses busy ({', '.join(taken)}): another k3s lab is up (its apiserver binds 127.0.0.1:6444)")
+    default = yaml.safe_load(labmod.DEFAULT_FLEET.read_text())
+    cluster = [c for c in default["clusters"] if c["name"] == "delta"][0]
+    for node in cluster["nodes"]:
+        node["address"] = ADDRESSES[node["name"]]
+    spec = tmp_path_factory.mktemp("k3s") / "fleet.yml"
+    spec.write_text(yaml.safe_dump({"packages": default.get("packages", []), "hooks": default["hooks"], "clusters": [cluster]}))
+    output = spec.parent / "lab"
+    started = time.monotonic()
+    res = lab_cli("up", "--fleet", str(spec), "--output", str(output))
+    if res.returncode:
+        lab_cli("down", "--output", str(output))
+        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
+    lab = labmod.Lab(output)
+    lab.up_seconds = time.monotonic() - started
+    lab.clock_offset = time.time() - time.monotonic()
+    yield lab
+    lab_cli("down", "--output", str(output))
+
+
+def digest(lab):
+    result = {}
+    for node in ADDRESSES:
+        root = lab.node_root(node)
+        for tree in NODE_TREES:
+            for dirpath, _dirs, files in os.walk(root / tree):
+                for name in files:
+                    path = os.path.join(dirpath, name)
+                    with open(path, "rb") as handle:
+                        result[os.path.relpath(path, root.parent)] = hashlib.sha256(handle.read()).hexdigest()
+    return result
+
+
+def renew_k3s(lab, *args):
+    started = time.monotonic()
+    result = ansible(["ansible-playbook", "playbooks/renew_k3s.yml", "-i", str(lab.output / "inventory.ini"), *args])
+    print("renew_k3s.yml %s: %.1f s\n%s" % (" ".join(args), time.monotonic() - started, result.stdout[-4000:]))
+    return result
+
+
+def sha1(cert):
+    return cert.fingerprint(hashes.SHA1()).hex().upper()
+
+
+def secret_annotation(lab):
+    """The secret's fingerprint annotation, read with the node's own kubectl (k3s.yaml, TLS verified)."""
+    res = ssh(lab, SERVER, "kubectl -n kube-system get secret k3s-serving -o json")
+    secret = json.loads(res.stdout)
+    leaf = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    return secret["metadata"]["annotations"]["listener.cattle.io/fingerprint"], sha1(leaf)
+
+
+def assert_clock_untouched(lab):
+    """Nobody stepped the clock (seed 003's author had to): realtime - monotonic is what it was at up."""
+    assert abs((time.time() - time.monotonic()) - lab.clock_offset) < 1.0
+    node_now = int(ssh(lab, SERVER, "date +%s").stdout)
+    assert abs(node_now - time.time()) < 5
+
+
+def test_check_mode_shows_the_plan_and_changes_no_byte(delta):
+    print("lab up: %.1f s" % delta.up_seconds)
+    assert days_left(served(ADDRESSES[SERVER], 6443)) < 0
+    before = digest(delta)
+    result = renew_k3s(delta, "--check", "--diff")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Planned on delta-server (k3s)" in result.stdout
+    assert "k3s-serving: expires" in result.stdout and "[reset: the served certificate expired on" in result.stdout
+    assert "+        not_after: (new at next start)" in result.stdout
+    assert "Planned on delta-agent: nothing under 30 days" in result.stdout
+    assert digest(delta) == before
+
+
+def test_a_stopped_k3s_gives_a_clear_message_and_loses_nothing(delta):
+    ssh(delta, SERVER, "systemctl stop k3s")
+    try:
+        before = digest(delta)
+        result = renew_k3s(delta)
+        assert result.returncode != 0
+        assert "Is k3s running? Check 'systemctl status k3s'" in result.stdout and "Nothing was changed." in result.stdout
+        assert digest(delta) == before
+        assert not (delta.node_root(SERVER) / "var/lib/kubepki/renew.lock").exists()
+    finally:
+        ssh(delta, SERVER, "systemctl start k3s")
+    wait_for(lambda: listening(ADDRESSES[SERVER], 6443), "k3s to serve again")
+
+
+def test_reset_serves_a_new_certificate_the_secret_matches(delta):
+    tls = delta.node_root(SERVER) / TLS
+    old_cache = (tls / "dynamic-cert.json").read_bytes()
+    old = served(ADDRESSES[SERVER], 6443)
+    # kubectl cannot reach the API while the served certificate is expired: the trap of seed 003.
+    assert "certificate has expired" in ssh(delta, SERVER, "kubectl get --raw /version", check=False).stderr
+    result = renew_k3s(delta)
+    assert result.returncode == 0, result.stdout + result.stderr
+    new = served(ADDRESSES[SERVER], 6443)
+    assert cn(new) == "k3s" and days_left(new) > 360 and sha1(new) != sha1(old)
+    assert secret_annotation(delta) == ("SHA1=" + sha1(new), sha1(new))
+    assert_clock_untouched(delta)
+    # Nothing lost: the old cache is kept beside the new one, and a root-only backup was taken.
+    kept = list(tls.glob("dynamic-cert.json.kubepki-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == old_cache
+    backups = list((delta.node_root(SERVER) / "var/lib/kubepki/backups").iterdir())
+    assert len(backups) == 1 and {p.name for p in backups[0].iterdir()} == {"files.tar.gz", "SHA256SUMS"}
+    assert oct(backups[0].stat().st_mode & 0o777) == "0o700"
+    assert not (delta.node_root(SERVER) / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_second_run_changes_nothing(delta):
+    before = digest(delta)
+    result = renew_k3s(delta)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nothing under 30 days; the served certificate is the one in dynamic-cert.json and the secret" in result.stdout
+    assert digest(delta) == before
+
+
+def age_agent_certs(lab, days_ago):
+    """The agent's files as a long-running agent has them; the running kubelet keeps serving what it loaded."""
+    root = lab.node_root(AGENT)
+    cluster = k3s_tool.load_cluster(pki, root / "run/kubepki-lab/k3s-ca")
+    pki.build_k3s_agent(root, cluster, AGENT, ADDRESSES[AGENT], agent_issued_at=pki.utc() - days_ago * pki.DAY)
+
+
+def test_leaves_beyond_the_window_are_rotated_and_a_due_agent_restarted(delta):
+    age_agent_certs(delta, 340)         # 25 days left
+    kubelet_before = served(ADDRESSES[AGENT], 10250)
+    served_before = served(ADDRESSES[SERVER], 6443)
+    result = renew_k3s(delta, "-e", "kubepki_threshold_days=340")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # server/tls leaves had 335 days: beyond k3s's 120-day window (k3s --version says v1.31.9), so rotated.
+    assert "leaves beyond the 120-day window of k3s (v1.31.9): rotate" in result.stdout
+    server_root = delta.node_root(SERVER)
+    assert list((server_root / "var/lib/rancher/k3s/server").glob("tls-[0-9]*"))     # rotate's own backup
+    for name in ("client-admin.crt", "serving-kube-apiserver.crt", "etcd/server-client.crt"):
+        leaf = x509.load_pem_x509_certificate((server_root / TLS / name).read_bytes())
+        assert days_left(leaf) > 360, name
+    assert days_left(served("127.0.0.1", 6444)) > 360
+    assert sha1(served(ADDRESSES[SERVER], 6443)) == sha1(served_before)     # fresh already: not reset
+    assert "restart k3s-agent, which re-issues k3s/agent/" in result.stdout
+    kubelet = served(ADDRESSES[AGENT], 10250)
+    assert sha1(kubelet) != sha1(kubelet_before) and days_left(kubelet) > 360
+    assert_clock_untouched(delta)
+
+
+def test_a_secret_already_gone_is_fine(delta):
+    ssh(delta, SERVER, "kubectl -n kube-system delete secret k3s-serving")
+    before = served(ADDRESSES[SERVER], 6443)
+    result = renew_k3s(delta, "-e", "kubepki_force=true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "secret absent, dynamic-cert.json ok" in result.stdout and "[reset: force=true]" in result.stdout
+    new = served(ADDRESSES[SERVER], 6443)
+    assert sha1(new) != sha1(before) and days_left(new) > 360
+    assert secret_annotation(delta) == ("SHA1=" + sha1(new), sha1(new))
+
+
+def test_a_k3s_that_does_not_come_back_is_rolled_back(delta):
+    wrapper = delta.node_root(SERVER) / "opt/kubepki-lab/bin/k3s"
+    original = wrapper.read_text()
+    # Injected fault: this k3s server only starts with the cache it has now.
+    wrapper.write_text("#!/bin/sh\nif [ \"$1\" = server ] && [ ! -e /%s/dynamic-cert.json ]; then echo 'injected fault' >&2; exit 1; fi\n%s"
+                       % (TLS, original.split("\n", 1)[1]))
+    tls = delta.node_root(SERVER) / TLS
+    cache = (tls / "dynamic-cert.json").read_bytes()
+    before = served(ADDRESSES[SERVER], 6443)
+    try:
+        result = renew_k3s(delta, "-e", "kubepki_force=true", "-e", "reset_k3s_serving_retries=5")
+    finally:
+        wrapper.write_text(original)
+    assert result.returncode != 0
+    assert "It was rolled back: the backup /var/lib/kubepki/backups/" in result.stdout
+    wait_for(lambda: listening(ADDRESSES[SERVER], 6443), "k3s to serve again")
+    assert sha1(served(ADDRESSES[SERVER], 6443)) == sha1(before)
+    assert (tls / "dynamic-cert.json").read_bytes() == cache
+    # k3s recreates the secret it was made to lose from the restored cache.
+    assert secret_annotation(delta) == ("SHA1=" + sha1(before), sha1(before))
+    assert not (delta.node_root(SERVER) / "var/lib/kubepki/renew.lock").exists()
