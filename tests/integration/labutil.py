@@ -1,5 +1,6 @@
 """Helpers of the integration tests: the lab CLI, SSH into its nodes, TLS probes, Ansible runs."""
 import datetime
+import hashlib
 import os
 import socket
 import ssl
@@ -86,3 +87,18 @@ def ansible_env():
 def ansible(argv, timeout=1800):
     """Run ansible or ansible-playbook from the repository root, as a user would."""
     return subprocess.run(argv, cwd=str(REPO), env=ansible_env(), capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def tree_digest(directories, relative_to):
+    """``{path: (sha256, mode)}`` of every regular file under ``directories``: what --check must not change."""
+    result = {}
+    for directory in directories:
+        for dirpath, _dirs, files in os.walk(directory):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path):
+                    continue
+                with open(path, "rb") as handle:
+                    result[os.path.relpath(path, relative_to)] = (hashlib.sha256(handle.read()).hexdigest(),
+                                                                   os.stat(path).st_mode & 0o7777)
+    return result

@@ -8,7 +8,6 @@ is rolled back.
 The tests run in file order on one lab: each builds on the state the previous one left.
 """
 import base64
-import hashlib
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import REPO, ansible, busy, cn, days_left, lab_cli, labmod, listening, served, ssh, wait_for
+from labutil import REPO, ansible, busy, cn, days_left, lab_cli, labmod, listening, served, ssh, tree_digest, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
 import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
@@ -60,16 +59,7 @@ def delta(tmp_path_factory):
 
 
 def digest(lab):
-    result = {}
-    for node in ADDRESSES:
-        root = lab.node_root(node)
-        for tree in NODE_TREES:
-            for dirpath, _dirs, files in os.walk(root / tree):
-                for name in files:
-                    path = os.path.join(dirpath, name)
-                    with open(path, "rb") as handle:
-                        result[os.path.relpath(path, root.parent)] = hashlib.sha256(handle.read()).hexdigest()
-    return result
+    return tree_digest([lab.node_root(node) / tree for node in ADDRESSES for tree in NODE_TREES], lab.output)
 
 
 def renew_k3s(lab, *args):

@@ -4,9 +4,7 @@ injected fault rolls a node back to its old, valid certificates.
 
 The tests run in file order on one fleet: each builds on the state the previous one left.
 """
-import hashlib
 import json
-import os
 import re
 import subprocess
 import time
@@ -14,7 +12,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from labutil import ansible, days_left, listening, served, ssh, wait_for
+from labutil import ansible, days_left, listening, served, ssh, tree_digest, wait_for
 
 import prober  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
 
@@ -25,16 +23,7 @@ NODE_TREES = ("etc/kubernetes", "var/lib/kubelet/pki", "var/lib/kubepki")
 
 
 def digest(lab, nodes):
-    result = {}
-    for node in nodes:
-        root = lab.node_root(node)
-        for tree in NODE_TREES:
-            for dirpath, _dirs, files in os.walk(root / tree):
-                for name in files:
-                    path = os.path.join(dirpath, name)
-                    with open(path, "rb") as handle:
-                        result[os.path.relpath(path, root.parent)] = hashlib.sha256(handle.read()).hexdigest()
-    return result
+    return tree_digest([lab.node_root(node) / tree for node in nodes for tree in NODE_TREES], lab.output)
 
 
 def renew(lab, tmp_path, *args):

@@ -6,7 +6,6 @@ certificate that does not pass verification, a malformed cluster.yml - loses not
 Only charlie, on 127.0.4.31-32, so that it runs beside the default fleet (127.0.1.x) and other
 labs. The tests run in file order on one fleet: each builds on the state the previous one left.
 """
-import hashlib
 import json
 import os
 import re
@@ -18,7 +17,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import hashes
 
-from labutil import ansible, busy, cn, days_left, lab_cli, labmod, listening, served, wait_for
+from labutil import ansible, busy, cn, days_left, lab_cli, labmod, listening, served, tree_digest, wait_for
 
 import nodes  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
 
@@ -59,16 +58,7 @@ def cluster_yml(lab):
 
 def digest(lab):
     """Content and mode of every file the fix may touch, on both nodes, and of the cluster's rke dir."""
-    roots = [lab.node_root(n) / tree for n in CHARLIE for tree in NODE_TREES] + [cluster_yml(lab).parent]
-    result = {}
-    for top in roots:
-        for dirpath, _dirs, files in os.walk(top):
-            for name in files:
-                path = os.path.join(dirpath, name)
-                with open(path, "rb") as handle:
-                    result[os.path.relpath(path, lab.output)] = (hashlib.sha256(handle.read()).hexdigest(),
-                                                                 stat.S_IMODE(os.stat(path).st_mode))
-    return result
+    return tree_digest([lab.node_root(n) / tree for n in CHARLIE for tree in NODE_TREES] + [cluster_yml(lab).parent], lab.output)
 
 
 def fingerprints():

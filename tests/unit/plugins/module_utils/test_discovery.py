@@ -9,9 +9,6 @@ import base64
 import json
 import os
 import shutil
-import socket
-import ssl
-import threading
 
 import pytest
 import yaml
@@ -20,6 +17,7 @@ from cryptography import x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import gather
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS, detect
 from ansible_collections.kubepki.fleet.tests.lab import pki
+from ansible_collections.kubepki.fleet.tests.unit.tlsserver import TLSServer
 
 # `kubeadm certs check-expiration` rows (local etcd, >= 1.29) and their CA column.
 CHECK_EXPIRATION = {
@@ -239,41 +237,6 @@ def test_detect_empty_root(tmp_path):
 # --- endpoints: real TLS servers on a loopback address of their own --------------------------------------------
 
 
-class _Server:
-    """A TLS (or plain TCP) listener on host:port that serves one cert, in a thread."""
-
-    def __init__(self, host, port, cert_file=None, key_file=None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(8)
-        self.context = None
-        if cert_file:
-            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self.context.load_cert_chain(cert_file, key_file)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _addr = self.sock.accept()
-            except OSError:
-                return
-            try:
-                if self.context:
-                    with self.context.wrap_socket(conn, server_side=True) as tls:
-                        tls.recv(1)
-                else:
-                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 64)
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                conn.close()
-
-    def close(self):
-        self.sock.close()
-
-
 def test_endpoints_tell_which_file_is_served(kubeadm_tree, now, tmp_path):
     host = "127.0.2.11"
     root = tmp_path / "cp1"
@@ -282,10 +245,10 @@ def test_endpoints_tell_which_file_is_served(kubeadm_tree, now, tmp_path):
     pki.build_kubeadm_control_plane(root, cluster, "cp1", host, now=now, init_node=True, net=net)
     pki_dir = root / "etc/kubernetes/pki"
     servers = [
-        _Server(host, 6443, pki_dir / "apiserver.crt", pki_dir / "apiserver.key"),
+        TLSServer(pki_dir / "apiserver.crt", pki_dir / "apiserver.key", host=host, port=6443),
         # etcd serves a stale pair: the peer cert instead of the server cert.
-        _Server(host, 2379, pki_dir / "etcd/peer.crt", pki_dir / "etcd/peer.key"),
-        _Server(host, 10250),  # speaks no TLS
+        TLSServer(pki_dir / "etcd/peer.crt", pki_dir / "etcd/peer.key", host=host, port=2379),
+        TLSServer(host=host, port=10250),  # speaks no TLS
     ]
     try:
         facts = gather(NodeFS(str(root)), now=now, probe=True, probe_host=host, probe_timeout=2)

@@ -23,6 +23,7 @@ import pytest
 from ansible_collections.kubepki.fleet.plugins.module_utils import _k3s
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 from ansible_collections.kubepki.fleet.tests.lab import pki
+from ansible_collections.kubepki.fleet.tests.unit.tlsserver import TLSServer
 from ansible_collections.kubepki.fleet.tests.unit.conftest import DAY, NOW
 
 TLS = "var/lib/rancher/k3s/server/tls"
@@ -46,42 +47,6 @@ def secret_files(tmp_path, secret, name):
     crt.write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
     key.write_bytes(base64.b64decode(secret["data"]["tls.key"]))
     return str(crt), str(key)
-
-
-class Supervisor:
-    """The supervisor port: a TLS listener serving one certificate, swapped by ``load`` as a restart would."""
-
-    def __init__(self, cert_file, key_file):
-        self.load(cert_file, key_file)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def load(self, cert_file, key_file):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_file, key_file)
-        self.context = context
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _addr = self.sock.accept()
-            except OSError:
-                return
-            try:
-                with self.context.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1)
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                conn.close()
-
-    def close(self):
-        if self.sock.fileno() != -1:
-            self.sock.shutdown(socket.SHUT_RDWR)   # wakes the accept() of the serving thread
-            self.sock.close()
 
 
 class Api:
@@ -139,7 +104,7 @@ class K3sNode:
         tree = pki.build_k3s_server(self.root, self.cluster, "server", "127.0.0.1", now=NOW, leaf_issued_at=leaf_issued_at,
                                     serving_issued_at=serving_issued_at)
         self.tls = self.root / TLS.replace("k3s", program)
-        self.supervisor = Supervisor(*secret_files(tmp_path, tree.secret, "served"))
+        self.supervisor = TLSServer(*secret_files(tmp_path, tree.secret, "served"))
         self.api = Api(str(self.tls / "serving-kube-apiserver.crt"), str(self.tls / "serving-kube-apiserver.key"),
                        str(self.tls / "client-ca.crt"), tree.secret, "/api/v1/namespaces/kube-system/secrets/%s-serving" % program)
 

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import ssl
 import stat
-import threading
 
 import pytest
 import yaml
@@ -18,6 +15,7 @@ import yaml
 from ansible_collections.kubepki.fleet.plugins.module_utils import _rke
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 from ansible_collections.kubepki.fleet.tests.lab import pki
+from ansible_collections.kubepki.fleet.tests.unit.tlsserver import TLSServer
 
 DAY = pki.DAY
 PKI_DIR = "var/lib/kubelet/pki"
@@ -39,36 +37,8 @@ def node(rke1_tree, tmp_path):
     return root
 
 
-class KubeletServer:
-    """A TLS listener on 127.0.0.1 serving a cert/key pair, as the kubelet serves kubelet.crt on :10250."""
-
-    def __init__(self, cert, key):
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(str(cert), str(key))
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(5)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _addr = self.sock.accept()
-            except OSError:
-                return
-            try:
-                with self.context.wrap_socket(conn, server_side=True):
-                    pass
-            except (OSError, ssl.SSLError):
-                conn.close()
-
-    def close(self):
-        self.sock.close()
-
-
 def served_by(pair_dir, now):
-    server = KubeletServer(pair_dir / "kubelet.crt", pair_dir / "kubelet.key")
+    server = TLSServer(pair_dir / "kubelet.crt", pair_dir / "kubelet.key")
     try:
         return _rke.probe_served("127.0.0.1", server.port, now)
     finally:
