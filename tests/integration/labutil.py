@@ -99,6 +99,6 @@ def tree_digest(directories, relative_to):
                 if os.path.islink(path):
                     continue
                 with open(path, "rb") as handle:
-                    result[os.path.relpath(path, relative_to)] = (hashlib.sha256(handle.read()).hexdigest(),
-                                                                   os.stat(path).st_mode & 0o7777)
+                    content = hashlib.sha256(handle.read()).hexdigest()
+                result[os.path.relpath(path, relative_to)] = (content, os.stat(path).st_mode & 0o7777)
     return result
