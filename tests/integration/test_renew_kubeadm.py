@@ -1,5 +1,5 @@
 """renew.yml on the lab fleet: alpha (HA, expiring) renewed one control plane at a time under a
-prober, bravo (expired) recovered all at once, --check and a second run change nothing, and an
+prober, bravo (expired) recovered all at once, charlie's kubelets and delta's k3s served cert renewed, --check and a second run change nothing, and an
 injected fault rolls a node back to its old, valid certificates.
 
 The tests run in file order on one fleet: each builds on the state the previous one left.
@@ -18,6 +18,8 @@ import prober  # tests/lab is on sys.path through labutil  # pylint: disable=wro
 
 ALPHA = {"alpha-cp1": "127.0.1.11", "alpha-cp2": "127.0.1.12", "alpha-cp3": "127.0.1.13"}
 BRAVO = {"bravo-cp1": "127.0.1.21"}
+CHARLIE = {"charlie-cp1": "127.0.1.31", "charlie-w1": "127.0.1.32"}
+DELTA = "127.0.1.41"
 # What renewal may touch on a node; --check and a second run must leave every byte of it alone.
 NODE_TREES = ("etc/kubernetes", "var/lib/kubelet/pki", "var/lib/kubepki")
 
@@ -106,9 +108,12 @@ def test_renewal_keeps_the_api_up_and_recovers_the_expired_cluster(fleet, tmp_pa
             assert {p.name for p in backup.iterdir()} >= {"files.tar.gz", "SHA256SUMS"}
             assert oct((backup / "files.tar.gz").stat().st_mode & 0o777) == "0o600"
         assert (backups[0] / "etcd-snapshot.db").exists() == (node in ALPHA)
-    # The kubelets' self-signed serving certs were regenerated too.
-    for address in list(ALPHA.values()) + list(BRAVO.values()):
+    # The kubelets' self-signed serving certs were regenerated too, on kubeadm and RKE1 nodes alike,
+    # and delta's k3s serves a fresh supervisor cert: renew.yml covered every cluster of the fleet.
+    for address in list(ALPHA.values()) + list(BRAVO.values()) + list(CHARLIE.values()):
         assert days_left(served(address, 10250)) > 360, address
+    delta = served(DELTA, 6443)
+    assert delta.subject.rfc4514_string() == "CN=k3s,O=k3s" and days_left(delta) > 360
 
 
 def test_second_run_changes_nothing(fleet, tmp_path):
