@@ -16,15 +16,12 @@ whose own serving cert is a file k3s renews at start, with the admin client cert
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
-import socket
 import ssl
-from urllib.parse import urlsplit
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _layouts, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _apiclient, _layouts, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import _secret_json_chain, read_node_file
 from ansible_collections.kubepki.fleet.plugins.module_utils._probe import ProbeError, served_certificate
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
@@ -151,8 +148,6 @@ class Api:
         self.server = server
         self.url = url or PROGRAMS[server.program]["api_url"]
         self.timeout = timeout
-        parts = urlsplit(self.url)
-        self.host, self.port = parts.hostname, parts.port or 443
         self.secret_path = "/api/v1/namespaces/kube-system/secrets/" + server.secret_name
 
     def _unreachable(self, why):
@@ -167,13 +162,8 @@ class Api:
             if not fs.exists(path):
                 raise ResetError("%s is absent, so the apiserver cannot be reached as admin; restart %s to have it "
                                  "regenerated, then run again. Nothing was changed." % (path, self.server.unit))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        # The served cert is checked below against server-ca.crt by signature only: an expired
-        # apiserver cert must not stop the repair of the expired supervisor cert.
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
         try:
-            context.load_cert_chain(fs.real(self.server.admin_cert), fs.real(self.server.admin_key))
+            context = _apiclient.client_context(fs.real(self.server.admin_cert), fs.real(self.server.admin_key))
         except (ssl.SSLError, OSError) as exc:
             raise ResetError("cannot use %s with %s (%s); restore the pair from a backup or restart %s to regenerate it. "
                              "Nothing was changed." % (self.server.admin_cert, self.server.admin_key, exc, self.server.unit))
@@ -183,25 +173,14 @@ class Api:
     def request(self, method):
         """``(status, body)`` of ``method`` on the secret; ResetError when the API cannot be used."""
         context, ca = self._context()
-        conn = http.client.HTTPSConnection(self.host, self.port, context=context, timeout=self.timeout)
         try:
-            try:
-                conn.connect()
-                peer = _x509.load_certificates(conn.sock.getpeercert(binary_form=True), self.url)[0]
-            except (OSError, ssl.SSLError, socket.timeout, CertError) as exc:
-                raise self._unreachable(getattr(exc, "strerror", None) or exc)
-            if not _x509.signed_by(peer, ca):
-                raise ResetError("%s serves %s, which %s did not sign: that is not this %s's apiserver; refusing to send it "
-                                 "the admin credentials. Set api_url. Nothing was changed."
-                                 % (self.url, peer.subject.rfc4514_string(), self.server.server_ca, self.server.program))
-            try:
-                conn.request(method, self.secret_path, headers={"Accept": "application/json"})
-                response = conn.getresponse()
-                return response.status, response.read()
-            except (OSError, http.client.HTTPException, socket.timeout) as exc:
-                raise self._unreachable(getattr(exc, "strerror", None) or exc)
-        finally:
-            conn.close()
+            return _apiclient.request(self.url, self.secret_path, context, ca, method, self.timeout)
+        except _apiclient.Unreachable as exc:
+            raise self._unreachable(exc)
+        except _apiclient.NotOurServer as exc:
+            raise ResetError("%s serves %s, which %s did not sign: that is not this %s's apiserver; refusing to send it "
+                             "the admin credentials. Set api_url. Nothing was changed."
+                             % (self.url, exc, self.server.server_ca, self.server.program))
 
     def _refused(self, method, status, body):
         try:

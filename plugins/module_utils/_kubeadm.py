@@ -19,7 +19,7 @@ import os
 
 from ansible.module_utils.common.yaml import yaml_dump, yaml_load
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _layouts, _sign, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _layouts, _reload, _sign, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_node_file
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
 
@@ -31,16 +31,6 @@ CA_FILES = {name: base for name, base, component, _ca in _KUBEADM_FILES if compo
 LEAF_FILES = {name: (base, ca) for name, base, component, ca in _KUBEADM_FILES if component != "ca"}
 KUBECONFIGS = tuple(name for name, _component in _layouts.KUBEADM_KUBECONFIGS)
 RENEWABLE = tuple(sorted(list(LEAF_FILES) + list(KUBECONFIGS)))
-
-# What must restart for a renewed cert to be in use (research/reload.md): the apiserver reloads its
-# serving and front-proxy certs and etcd reads its certs at every handshake, but the apiserver keeps
-# its kubelet client cert and its open etcd connections, and controller-manager and scheduler keep
-# their kubeconfig's client cert, until restarted.
-RESTARTS = {"apiserver-kubelet-client": "kube-apiserver", "apiserver-etcd-client": "kube-apiserver",
-            "controller-manager.conf": "kube-controller-manager", "scheduler.conf": "kube-scheduler",
-            "kubelet.conf": "kubelet"}
-RESTART_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
-
 
 class UsageError(CertError):
     """The request itself is wrong (an unknown name); the message lists what is valid."""
@@ -185,9 +175,15 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
     return due, skipped
 
 
-def restarts_for(names):
-    wanted = {RESTARTS[name] for name in names if name in RESTARTS}
-    return [component for component in RESTART_ORDER if component in wanted]
+def component_versions(fs):
+    """``{component: (major, minor) or None}`` from the static pod images kubeadm pins (``kube-apiserver:v1.28.7``)."""
+    return {component: _reload.parse_version((_layouts.static_pod_image(fs, component) or "").rpartition(":")[2])
+            for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")}
+
+
+def restart_plan(fs, names, policy="needed"):
+    """``(restarts, reloads)`` of research/corrections.md §3 for the renewed ``names`` (see _reload.decide)."""
+    return _reload.decide(names, component_versions(fs), policy=policy)
 
 
 def _b64(data):
@@ -221,10 +217,14 @@ def _kubelet_client_files(fs, item, now):
     return pem_path, _sign.cert_pem(item.new_cert) + _sign.key_pem(item.new_key), yaml_dump(config, default_flow_style=False).encode("utf-8")
 
 
-def apply(fs, due, now, validity_days=None):
-    """Issue and write every due cert natively; returns the renewed summaries."""
+def apply(fs, due, now, validity_days=None, renewed=None):
+    """Issue and write every due cert natively; returns the renewed summaries.
+
+    ``renewed`` (a list) receives each summary as soon as its files are written, so a caller
+    that catches a failure knows what was changed before it.
+    """
     cas = _ca_pairs(fs)
-    renewed = []
+    renewed = [] if renewed is None else renewed
     for item in due:
         ca_cert, ca_key = cas[item.ca_name]
         # The kubelet makes its own client keys ECDSA P-256 whatever kubeadm's algorithm is.

@@ -26,14 +26,19 @@ class KubeconfigUser:
     Key bytes stay in memory only to check that they match the certificate.
     """
 
-    def __init__(self, name, current, server):
+    def __init__(self, name, current, cluster):
         self.name = name
         self.current = current
-        self.server = server
+        self.server = cluster.get("server")
+        self.ca_data = cluster.get("certificate-authority-data")  # base64, decoded on use: other clusters' CAs are left alone
         self.cert_data = None
         self.cert_path = None
         self.key_data = None
         self.key_path = None
+
+    def ca_pem(self, path):
+        """The decoded certificate-authority-data of the user's cluster, or None."""
+        return _decode(self.ca_data, "%s: certificate-authority-data" % path) if self.ca_data else None
 
     @property
     def has_cert(self):
@@ -72,15 +77,14 @@ def parse(text, path):
     contexts = _named(config.get("contexts"), "context")
     current_context = contexts.get(config.get("current-context")) or {}
     current_user = current_context.get("user")
-    server_of_user = {}
+    cluster_of_user = {}
     for context in contexts.values():
-        cluster = clusters.get(context.get("cluster")) or {}
-        server_of_user.setdefault(context.get("user"), cluster.get("server"))
+        cluster_of_user.setdefault(context.get("user"), clusters.get(context.get("cluster")) or {})
 
     base_dir = os.path.dirname(path)
     result = []
     for name, body in users.items():
-        user = KubeconfigUser(name, name == current_user, server_of_user.get(name))
+        user = KubeconfigUser(name, name == current_user, cluster_of_user.get(name) or {})
         if body.get("client-certificate-data"):
             user.cert_data = _decode(body["client-certificate-data"], "%s: client-certificate-data of user %s" % (path, name))
         elif body.get("client-certificate"):

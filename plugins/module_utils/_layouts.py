@@ -180,23 +180,36 @@ def detect(fs):
     return "none", "unknown"
 
 
-def static_pod_flags(fs, path):
-    """``{flag: value}`` of the first container command of a static pod manifest; {} if unusable."""
+def _static_pod_container(fs, path):
+    """The first container of a static pod manifest, or None if unusable."""
     if not HAS_YAML:
-        return {}
+        return None
     try:
         with open(fs.real(path), "rb") as handle:
             manifest = yaml_load(handle.read())
-        containers = manifest["spec"]["containers"]
-        argv = list(containers[0].get("command") or []) + list(containers[0].get("args") or [])
+        container = manifest["spec"]["containers"][0]
+        return container if isinstance(container, dict) else None
     except Exception:  # pylint: disable=broad-except  # a broken manifest only costs us its hints
-        return {}
+        return None
+
+
+def static_pod_flags(fs, path):
+    """``{flag: value}`` of the first container command of a static pod manifest; {} if unusable."""
+    container = _static_pod_container(fs, path) or {}
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
     flags = {}
     for arg in argv:
         if isinstance(arg, str) and arg.startswith("--") and "=" in arg:
             key, value = arg[2:].split("=", 1)
             flags[key] = value
     return flags
+
+
+def static_pod_image(fs, component):
+    """The image of a kubeadm static pod (its tag is the component's version), or None."""
+    container = _static_pod_container(fs, "%s/%s.yaml" % (KUBEADM_MANIFESTS, component)) or {}
+    image = container.get("image")
+    return image if isinstance(image, str) else None
 
 
 def _url_host_port(url, default_port):

@@ -20,8 +20,11 @@ description:
     kubeadm's troubleshooting guide does it - a new C(kubelet-client-current.pem) and C(kubelet.conf) pointing at it.
   - Refuses, changing nothing, when a needed CA key is absent (externally managed CA) or the CA has expired or would
     expire before the renewed certificate.
-  - Returns RV(restart), the components that will not use their new certificates until restarted, in restart order.
-    The module restarts nothing itself.
+  - Returns RV(restart), the components that will not use their new certificates until restarted, in restart order,
+    with the reason for each in RV(restart_plan); certificates their component picks up by itself (by its version, read
+    from the static pod image) are listed in RV(reloads) and restart nothing. The module restarts nothing itself.
+  - A failure after something was written reports C(changed=true) and lists what was written in RV(renewed), so the
+    caller can roll back.
   - Each certificate and its key are replaced together by atomic renames (key first), keeping modes and owners.
 author:
   - kubepki.fleet contributors (@kubepki)
@@ -72,6 +75,13 @@ options:
       - Repair C(kubelet.conf) when it embeds its client cert or its rotating client cert has expired.
     type: bool
     default: true
+  restart_policy:
+    description:
+      - V(needed) restarts only the components that do not load their renewed certificates by themselves.
+      - V(always) also restarts those that would (kube-apiserver for its client certificates, etcd), as older runbooks do.
+    type: str
+    choices: [needed, always]
+    default: needed
   now:
     description:
       - Evaluate expiry at this ISO 8601 instant instead of the clock (planning only; certificates are issued at the clock).
@@ -126,7 +136,46 @@ restart:
   returned: always
   type: list
   elements: str
-  sample: [kube-apiserver, kube-controller-manager, kube-scheduler]
+  sample: [kube-controller-manager, kube-scheduler]
+restart_plan:
+  description: Why each component in RV(restart) must restart.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    component:
+      description: The component to restart.
+      type: str
+    certs:
+      description: The renewed certificates it loads only at start.
+      type: list
+      elements: str
+    reason:
+      description: Why it does not pick them up by itself, with the upstream source.
+      type: str
+  sample:
+    - component: kube-controller-manager
+      certs: [controller-manager.conf]
+      reason: "kube-controller-manager for controller-manager.conf: it reads the client certificate embedded in its kubeconfig once, at start (...)"
+reloads:
+  description: Renewed certificates their component picks up without a restart, and how.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    cert:
+      description: The renewed certificate.
+      type: str
+    component:
+      description: The component that uses it.
+      type: str
+    reason:
+      description: How and from which version it reloads, with the upstream source.
+      type: str
+  sample:
+    - cert: apiserver
+      component: kube-apiserver
+      reason: "kube-apiserver v1.31 reloads its serving certificates on file change (...)"
 method:
   description: The method used (V(kubeadm) or V(native)).
   returned: always
@@ -137,6 +186,7 @@ method:
 import datetime
 import os
 import shutil
+import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -155,23 +205,20 @@ def _choose_method(module):
     return "kubeadm" if method == "kubeadm" or (method == "auto" and usable) else "native"
 
 
-def _renew_with_kubeadm(module, fs, due, now):
+def _renew_with_kubeadm(module, fs, due, now, renewed):
     """``kubeadm certs renew <name>`` per cert; kubelet.conf is not kubeadm's business, so it goes native."""
-    native = [item for item in due if item.kind == "kubelet-conf"]
-    renewed = _kubeadm.apply(fs, native, now) if native else []
+    _kubeadm.apply(fs, [item for item in due if item.kind == "kubelet-conf"], now, renewed=renewed)
     for item in due:
         if item.kind == "kubelet-conf":
             continue
         rc, out, err = module.run_command(["kubeadm", "certs", "renew", item.name, "--cert-dir", _kubeadm.PKI])
         if rc != 0 or "can't be renewed" in out:
-            module.fail_json(msg="kubeadm certs renew %s failed; certificates renewed before it stay renewed: %s"
-                             % (item.name, (err or out).strip()), renewed=renewed)
+            raise CertError("kubeadm certs renew %s failed: %s" % (item.name, (err or out).strip()))
         fresh = _kubeadm.inventory(fs)[0]
         new_cert = next(i.cert for i in fresh if i.name == item.name)
         summary = item.summary(now)
         summary.update(new_not_after=_x509.iso(_x509.not_after(new_cert)), new_serial=_x509.serial_hex(new_cert))
         renewed.append(summary)
-    return renewed
 
 
 def main():
@@ -184,6 +231,7 @@ def main():
             method=dict(type="str", default="auto", choices=["auto", "kubeadm", "native"]),
             validity_days=dict(type="int"),
             repair_kubelet_conf=dict(type="bool", default=True),
+            restart_policy=dict(type="str", default="needed", choices=["needed", "always"]),
             now=dict(type="str"),
         ),
         supports_check_mode=True,
@@ -205,7 +253,7 @@ def main():
                              "certificate: restore it from a backup (playbooks/rollback.yml) first; nothing was changed" % exc)
 
     method = _choose_method(module)
-    restart = _kubeadm.restarts_for([item.name for item in due])
+    restart_plan, reloads = _kubeadm.restart_plan(fs, [item.name for item in due], params["restart_policy"])
     if module.check_mode:
         renewed = []
         for item in due:
@@ -213,13 +261,21 @@ def main():
             summary.update(new_not_after=_x509.iso(item.predicted_not_after), new_serial=None)
             renewed.append(summary)
     else:
+        renewed = []
         try:
-            renewed = _renew_with_kubeadm(module, fs, due, clock) if method == "kubeadm" else _kubeadm.apply(fs, due, clock, params["validity_days"])
-        except (CertError, IOError, OSError) as exc:
-            module.fail_json(msg="renewal failed: %s; files already renewed stay renewed and the others are untouched "
-                                 "(every cert and key pair is replaced atomically)" % exc)
+            if method == "kubeadm":
+                _renew_with_kubeadm(module, fs, due, clock, renewed)
+            else:
+                _kubeadm.apply(fs, due, clock, params["validity_days"], renewed)
+        except Exception as exc:  # pylint: disable=broad-except  # whatever it is, say what was already written
+            written = ", ".join(r["name"] for r in renewed)
+            module.fail_json(msg="renewal failed: %s; %s. Each cert and key pair is replaced atomically: restore the "
+                                 "node's backup (playbooks/rollback.yml), or fix the cause and run again"
+                                 % (exc, "written before the failure: " + written if written else "nothing was written"),
+                             changed=bool(renewed), renewed=renewed, exception=traceback.format_exc())
 
-    result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, restart=restart, method=method)
+    result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, method=method,
+                  restart=[r["component"] for r in restart_plan], restart_plan=restart_plan, reloads=reloads)
     if module._diff:
         result["diff"] = {
             "before": {r["name"]: {"not_after": r["not_after"], "serial": r["serial"]} for r in renewed},

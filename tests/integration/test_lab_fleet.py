@@ -19,6 +19,8 @@ from cryptography.x509.oid import NameOID
 
 from labutil import ansible, cn, days_left, lab_cli, labmod, listening, served, ssh, wait_for
 
+import pki  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
+
 ALPHA_CPS = {"alpha-cp1": "127.0.1.11", "alpha-cp2": "127.0.1.12", "alpha-cp3": "127.0.1.13"}
 BRAVO, CHARLIE, DELTA = "127.0.1.21", {"charlie-cp1": "127.0.1.31", "charlie-w1": "127.0.1.32"}, "127.0.1.41"
 
@@ -145,6 +147,66 @@ def test_docker_restart_kubelet(fleet):
     assert "kubelet" in ssh(fleet, "charlie-cp1", "docker ps --format '{{.Names}}'").stdout.split()
     wait_for(lambda: listening(CHARLIE["charlie-cp1"], 10250), "the kubelet to listen again")
     assert days_left(served(CHARLIE["charlie-cp1"], 10250)) < 0       # same self-signed cert until it is deleted
+
+
+def replace_kubelet_crt(fleet, node):
+    """A new self-signed kubelet.crt/.key put in place as an operator would (key first, atomic renames)."""
+    leaf, ca = pki.self_signed_serving(node, pki.utc())
+    pki_dir = fleet.node_root(node) / "var/lib/kubelet/pki"
+    for name, data, mode in (("kubelet.key", pki.key_pem(leaf.key), 0o600), ("kubelet.crt", pki.cert_pem(leaf.cert, ca.cert), 0o644)):
+        temp = pki_dir / (name + ".new")
+        temp.write_bytes(data)
+        temp.chmod(mode)
+        os.replace(temp, pki_dir / name)
+    return leaf.cert.fingerprint(hashes.SHA256())
+
+
+def test_kubelet_v131_reloads_its_serving_file_and_v128_reads_it_once(fleet):
+    """corrections.md §2: ReloadKubeletServerCertificateFile (v1.31+) against the read-once v1.28 kubelet."""
+    v131, v128 = ("alpha-w1", "127.0.1.14"), ("bravo-cp1", BRAVO)
+    assert ssh(fleet, v131[0], "kubelet --version").stdout.strip() == "Kubernetes v1.31.4"
+    assert ssh(fleet, v128[0], "kubelet --version").stdout.strip() == "Kubernetes v1.28.15"
+    new = {node: replace_kubelet_crt(fleet, node) for node, _address in (v131, v128)}
+    wait_for(lambda: served(v131[1], 10250).fingerprint(hashes.SHA256()) == new[v131[0]], "the v1.31 kubelet to reload", 15)
+    time.sleep(3)
+    assert served(v128[1], 10250).fingerprint(hashes.SHA256()) != new[v128[0]]
+    ssh(fleet, v128[0], "systemctl restart kubelet")
+    wait_for(lambda: listening(v128[1], 10250) and served(v128[1], 10250).fingerprint(hashes.SHA256()) == new[v128[0]],
+             "the restarted v1.28 kubelet to serve the new file")
+
+
+def test_kubelet_serves_a_leftover_server_current_pem_only_with_server_tls_bootstrap(fleet):
+    """corrections.md §2: without serverTLSBootstrap, kubelet-server-current.pem is not what :10250 serves."""
+    node, address = "alpha-w1", "127.0.1.14"
+    pki_dir = fleet.node_root(node) / "var/lib/kubelet/pki"
+    leaf, ca = pki.self_signed_serving(node, pki.utc())
+    (pki_dir / "kubelet-server-current.pem").write_bytes(pki.cert_pem(leaf.cert, ca.cert) + pki.key_pem(leaf.key))
+    leftover = leaf.cert.fingerprint(hashes.SHA256())
+    config = fleet.node_root(node) / "var/lib/kubelet/config.yaml"
+    original = config.read_text()
+    try:
+        ssh(fleet, node, "systemctl restart kubelet")
+        wait_for(lambda: listening(address, 10250), "the kubelet to listen again")
+        assert served(address, 10250).fingerprint(hashes.SHA256()) != leftover
+        config.write_text(original + "serverTLSBootstrap: true\n")
+        ssh(fleet, node, "systemctl restart kubelet")
+        wait_for(lambda: listening(address, 10250) and served(address, 10250).fingerprint(hashes.SHA256()) == leftover,
+                 "the kubelet to serve kubelet-server-current.pem")
+    finally:
+        config.write_text(original)
+        (pki_dir / "kubelet-server-current.pem").unlink()
+        ssh(fleet, node, "systemctl restart kubelet")
+
+
+def test_kubelets_renew_their_node_lease_with_their_client_cert(fleet):
+    """The lab kubelet renews kube-node-lease/<node> as the real one does; bravo's expired client cert cannot."""
+    admin = str(fleet.node_root("alpha-cp1") / "etc/kubernetes/admin.conf")
+    leases = subprocess.run(["kubectl", "--kubeconfig", admin, "get", "leases", "-n", "kube-node-lease", "-o", "json"],
+                            capture_output=True, text=True, timeout=60, check=True)
+    holders = {item["metadata"]["name"]: item["spec"]["holderIdentity"] for item in json.loads(leases.stdout)["items"]}
+    assert holders == {n: n for n in ("alpha-cp1", "alpha-cp2", "alpha-cp3", "alpha-w1")}
+    log = (fleet.node_root("bravo-cp1") / "var/log/kubepki-lab/kubelet.log").read_text()
+    assert "Failed to update lease" in log and "certificate has expired" in log
 
 
 def test_k3s_serves_a_fresh_cert_once_secret_and_cache_are_gone(fleet):

@@ -4,15 +4,17 @@ injected fault rolls a node back to its old, valid certificates.
 
 The tests run in file order on one fleet: each builds on the state the previous one left.
 """
+import datetime
 import json
 import re
 import subprocess
 import time
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import ansible, days_left, listening, served, ssh, tree_digest, wait_for
+from labutil import ansible, cn, days_left, listening, served, ssh, tree_digest, wait_for
 
 import prober  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
 
@@ -50,7 +52,12 @@ def test_check_mode_shows_the_plan_and_changes_no_byte(fleet, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     for node in list(ALPHA) + list(BRAVO):
         assert "Planned on %s (native method)" % node in result.stdout
-    assert "restart, in order: kube-apiserver, kube-controller-manager, kube-scheduler" in result.stdout
+    # kube-apiserver reloads its certs by itself; bravo's kubelet needs a restart for its repaired kubelet.conf
+    assert result.stdout.count("restart, in order: kube-controller-manager, kube-scheduler\n") == 3
+    assert "restart, in order: kube-controller-manager, kube-scheduler, kubelet\n" in result.stdout
+    assert "no restart for apiserver-kubelet-client: kube-apiserver v1.31 reads a client certificate" in result.stdout
+    assert "no restart for apiserver-kubelet-client: kube-apiserver v1.28" in result.stdout
+    assert "kubelet for kubelet.conf: it loads its client certificate" in result.stdout
     assert "bravo-cp1 all at once" in result.stdout and "one control plane at a time" in result.stdout
     assert digest(fleet, list(ALPHA) + list(BRAVO)) == before
 
@@ -84,6 +91,17 @@ def test_renewal_keeps_the_api_up_and_recovers_the_expired_cluster(fleet, tmp_pa
             status = json.loads((fleet.node_root(node) / "run/kubepki-lab" / ("%s.status" % component)).read_text())
             conf_entry = next(c for c in certs if c["id"] == "kubeconfig/" + conf)
             assert status["client_cert"]["sha256"] == conf_entry["fingerprint_sha256"], (node, component)
+
+    # bravo's kubelet.conf was repaired (its client cert expired with the cluster) and kept: the restarted kubelet
+    # renews its node Lease with the new client cert, as the verification showed.
+    assert re.search(r"kubelet: kubelet \(PID \d+, started \S+\) renewed node Lease bravo-cp1", result.stdout), result.stdout
+    client = x509.load_pem_x509_certificate((fleet.node_root("bravo-cp1") / "var/lib/kubelet/pki/kubelet-client-current.pem").read_bytes())
+    assert days_left(client) > 360 and cn(client) == "system:node:bravo-cp1"
+    lease = subprocess.run(["kubectl", "--kubeconfig", str(fleet.node_root("bravo-cp1") / "etc/kubernetes/admin.conf"), "get", "lease",
+                            "-n", "kube-node-lease", "bravo-cp1", "-o", "jsonpath={.spec.renewTime}"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    renewed = datetime.datetime.fromisoformat(lease.stdout.replace("Z", "+00:00"))
+    assert (datetime.datetime.now(datetime.timezone.utc) - renewed).total_seconds() < 30, lease
 
     # Real kubectl with the renewed admin.conf of the recovered cluster.
     kubectl = subprocess.run(["kubectl", "--kubeconfig", str(fleet.node_root("bravo-cp1") / "etc/kubernetes/admin.conf"),
@@ -122,6 +140,31 @@ def test_second_run_changes_nothing(fleet, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "nothing under 30 days" in result.stdout
     assert digest(fleet, list(ALPHA) + list(BRAVO)) == before
+
+
+def test_apiserver_restarted_only_for_its_client_certs_is_kept(fleet, tmp_path):
+    """restart_policy=always restarts kube-apiserver for client certs; its serving cert is unchanged, so the
+    proof is a new container, not a new fingerprint (which the old verification demanded, rolling it back)."""
+    node, address = "alpha-cp2", ALPHA["alpha-cp2"]
+    client_certs = ("apiserver-kubelet-client", "apiserver-etcd-client")
+    pki_dir = fleet.node_root(node) / "etc/kubernetes/pki"
+
+    def serials():
+        return {name: x509.load_pem_x509_certificate((pki_dir / (name + ".crt")).read_bytes()).serial_number for name in client_certs}
+
+    def container():
+        return ssh(fleet, node, "crictl ps --name kube-apiserver -q").stdout.strip()
+
+    before, container_before, served_before = serials(), container(), fingerprints([address], (6443,))
+    result = renew(fleet, tmp_path, "-l", node, "-e", "kubepki_force=true", "-e", "kubepki_restart_policy=always",
+                   "-e", json.dumps({"kubepki_certs": list(client_certs)}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "restart, in order: kube-apiserver\n" in result.stdout and "restart_policy=always" in result.stdout
+    assert "kube-apiserver: runs in a new container" in result.stdout
+    assert container() not in ("", container_before)
+    assert fingerprints([address], (6443,)) == served_before
+    after = serials()
+    assert all(after[name] != before[name] for name in client_certs), "rolled back"
 
 
 def test_component_that_never_comes_back_is_rolled_back(fleet, tmp_path):

@@ -13,10 +13,15 @@ loopback-only listeners are moved there through pki.KubeadmNet) and keeps the us
 A real binary can replace a stand-in: KUBEPKI_LAB_REAL_BIN=DIR puts DIR first in the PATH of
 the supervisor's processes (e.g. kube-apiserver built from source).
 
+kubeadm clusters stand for the kubeadm/Kubernetes line of their key `kubeadm_version:` (v1.31, the
+default, or v1.28): tree, validity, subjects and images as pki.kubeadm_cluster(style=...) writes them,
+and the kubelet of that version (v1.28 reads its serving cert once, v1.31 reloads it).
+
 Scenarios (cluster key `scenario:`), times relative to `up`:
     kubeadm  fresh            everything issued 30 days ago
              expiring_20d     leaves of control plane i (0-based) expire in 17 + i days, kubelet.crt too
-             expired_7d       leaves and kubelet.crt expired 7 days ago; CAs valid. The components
+             expired_7d       leaves, kubelet.crt and the kubelet's client cert expired 7 days ago; CAs
+                              valid. The components
                               run as if started before the expiry (see _boot_twins)
     rke1     fresh            CA and leaves issued 30 days ago
              kubelet_expired  CA 400 days old, leaves re-issued by `rke cert rotate` 30 days ago, the
@@ -89,6 +94,9 @@ def populate(node, root: Path) -> None:
     material = _MATERIAL[key][1]
     units, containers, listen, restore = {"kubeadm": _kubeadm_node, "rke1": _rke1_node, "k3s": _k3s_node}[dist](node, root, material)
     _install_tools(root, NODE_TOOLS[dist])
+    if "kubelet_version" in material:   # what the node's kubelet tool reports and behaves as
+        (root / "run/kubepki-lab").mkdir(parents=True, exist_ok=True)
+        (root / "run/kubepki-lab/kubelet-version").write_text(material["kubelet_version"] + "\n")
     real_bin = os.environ.get(REAL_BIN_ENV, "")
     if real_bin and not Path(real_bin).is_dir():
         raise ValueError(f"{REAL_BIN_ENV}={real_bin} is not a directory")
@@ -115,29 +123,39 @@ def _install_tools(root: Path, names) -> None:
 
 # -- kubeadm ------------------------------------------------------------------------------------
 
+KUBEADM_LINES = {"v1.31": "current", "v1.28": "v1.28"}    # cluster key kubeadm_version -> pki style
+
+
 def _kubeadm_cluster(node) -> dict:
     now = pki.utc()
     cps = [n for n in node.cluster.nodes if n.role == "control-plane"]
     scenario = node.cluster.scenario
+    line = str(node.cluster.vars.get("kubepki_kubeadm_version", "v1.31"))
+    if line not in KUBEADM_LINES:
+        raise ValueError(f"cluster {node.cluster.name}: kubeadm_version {line!r} is not one of {', '.join(KUBEADM_LINES)}")
+    style = KUBEADM_LINES[line]
+    profile = pki.KUBEADM_STYLES[style]
     if scenario == "expiring_20d":
-        leaf_at = {n.name: pki.KUBEADM.issued_for(now, expires_in_days=17 + i) for i, n in enumerate(cps)}
+        leaf_at = {n.name: profile.issued_for(now, expires_in_days=17 + i) for i, n in enumerate(cps)}
     elif scenario == "expired_7d":
-        leaf_at = {n.name: pki.KUBEADM.issued_for(now, expired_days_ago=7) for n in cps}
+        leaf_at = {n.name: profile.issued_for(now, expired_days_ago=7) for n in cps}
     else:
         leaf_at = {n.name: now - _days(30) for n in cps}
     first = min(leaf_at.values()) if leaf_at else now - _days(30)
     # HA: the first control plane's address stands in for a load balancer
     endpoint = f"{cps[0].address}:6443" if len(cps) > 1 else None
-    return {"now": now, "cluster": pki.kubeadm_cluster(now, ca_issued_at=first, control_plane_endpoint=endpoint),
-            "cps": cps, "leaf_at": leaf_at, "first": first}
+    return {"now": now, "cluster": pki.kubeadm_cluster(now, ca_issued_at=first, control_plane_endpoint=endpoint, style=style),
+            "cps": cps, "leaf_at": leaf_at, "first": first, "kubelet_version": pki.KUBEADM_IMAGES[style][0]}
 
 
 def _kubeadm_node(node, root: Path, m: dict):
     ip, now = node.address, m["now"]
     net = pki.KubeadmNet(apiserver_bind_address=ip, etcd_local_host=None, etcd_metrics_url=f"http://{ip}:2381",
                          controller_manager_bind_address=ip, scheduler_bind_address=ip, kubelet_address=ip)
-    # the kubelet rotates its client cert (70-90% of its life): it is never the one that expires
-    kubelet = {"kubelet_client_issued_at": now - _days(100),
+    # the kubelet rotates its client cert (70-90% of its life); only a cluster down past that point
+    # (expired_7d) leaves it expired, for kubelet.conf repair to fix
+    client_at = pki.KUBELET_CLIENT.issued_for(now, expired_days_ago=7) if node.cluster.scenario == "expired_7d" else now - _days(100)
+    kubelet = {"kubelet_client_issued_at": client_at,
                "kubelet_serving_issued_at": m["leaf_at"].get(node.name, m["first"])}
     listen, restore = [f"{ip}:10250"], []
     if node.role == "control-plane":
@@ -193,7 +211,8 @@ def _rke1_cluster(node) -> dict:
     else:
         ca_at = leaf_at = now - _days(30)
     cluster = pki.rke1_cluster(nodes, now, ca_issued_at=ca_at, leaf_issued_at=leaf_at, cluster_name=node.cluster.name)
-    return {"now": now, "cluster": cluster, "kubelet_at": ca_at}
+    # RKE_IMAGE's kubelet: v1.28, which reads its serving cert once
+    return {"now": now, "cluster": cluster, "kubelet_at": ca_at, "kubelet_version": "v" + RKE_IMAGE.split(":v")[1].split("-")[0]}
 
 
 def _rke1_node(node, root: Path, m: dict):

@@ -509,7 +509,7 @@ def _kubelet_pki(w: _Writer, host: str, serving_issued: datetime, *, fixed_seria
 
 PKI = "/etc/kubernetes/pki"
 MANIFESTS = "/etc/kubernetes/manifests"
-_KUBEADM_IMAGES = {"current": ("v1.31.4", "3.5.15-0"), "v1.28": ("v1.28.15", "3.5.9-0")}
+KUBEADM_IMAGES = {"current": ("v1.31.4", "3.5.15-0"), "v1.28": ("v1.28.15", "3.5.9-0")}
 
 
 @dataclasses.dataclass
@@ -749,7 +749,7 @@ def _args(binary: str, flags: dict) -> list[str]:
 def _kubeadm_manifests(cl: KubeadmCluster, node: str, ip: str, net: KubeadmNet,
                        members: Sequence[tuple[str, str]], init_node: bool) -> dict[str, dict]:
     """The four static pods with the flags of kubeadm.md §8."""
-    k8s_version, etcd_version = _KUBEADM_IMAGES[cl.style]
+    k8s_version, etcd_version = KUBEADM_IMAGES[cl.style]
     image = f"registry.k8s.io/{{}}:{k8s_version}"
     ca_volumes = [("ca-certs", "/etc/ssl/certs", "/etc/ssl/certs", True, "DirectoryOrCreate"),
                   ("etc-ca-certificates", "/etc/ca-certificates", "/etc/ca-certificates", True, "DirectoryOrCreate"),

@@ -33,7 +33,7 @@ def when(stamp: str) -> str:
 def main(argv=None) -> int:
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--no-pager", "-l", "--full", "-q", "--quiet")]
     props = [a.split("=", 1)[1] for a in argv if a.startswith("--property=")]
-    if "-p" in argv:
+    while "-p" in argv:   # repeatable, as systemctl(1) documents for -p/--property
         props.append(argv.pop(argv.index("-p") + 1))
         argv.remove("-p")
     argv = [a for a in argv if not a.startswith("-")]

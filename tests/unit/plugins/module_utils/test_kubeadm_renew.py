@@ -49,9 +49,17 @@ def load(path):
 
 
 def test_plan_takes_what_is_under_threshold_and_names_the_restarts(node, now):
-    due, skipped = _kubeadm.plan(NodeFS(str(node)), now, threshold_days=30)
+    fs = NodeFS(str(node))
+    due, skipped = _kubeadm.plan(fs, now, threshold_days=30)
     assert {item.name for item in due} == ALL
-    assert _kubeadm.restarts_for([item.name for item in due]) == ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    # kubeadm v1.31 (the tree's static pod images): the apiserver reloads all of its certs, etcd too
+    restarts, reloads = _kubeadm.restart_plan(fs, [item.name for item in due])
+    assert [r["component"] for r in restarts] == ["kube-controller-manager", "kube-scheduler"]
+    assert {r["cert"] for r in reloads} == {"apiserver", "front-proxy-client", "apiserver-kubelet-client",
+                                           "apiserver-etcd-client", "etcd-server", "etcd-peer"}
+    assert all("v1.31" in r["reason"] or "etcd v3.5" in r["reason"] for r in reloads)
+    always = _kubeadm.restart_plan(fs, [item.name for item in due], policy="always")[0]
+    assert [r["component"] for r in always] == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
     due, skipped = _kubeadm.plan(NodeFS(str(node)), now, threshold_days=10)
     assert due == [] and {s["name"] for s in skipped} == ALL
 
@@ -137,7 +145,7 @@ def test_embedded_expired_kubelet_conf_is_repaired(tmp_path, now):
     fs = NodeFS(str(tmp_path))
     due = _kubeadm.plan(fs, now, threshold_days=30)[0]
     assert [i.name for i in due] == ["kubelet.conf"]
-    assert _kubeadm.restarts_for(["kubelet.conf"]) == ["kubelet"]
+    assert [r["component"] for r in _kubeadm.restart_plan(fs, ["kubelet.conf"])[0]] == ["kubelet"]
     _kubeadm.apply(fs, due, now)
     user = yaml.safe_load(conf_path.read_text())["users"][0]["user"]
     assert user == {"client-certificate": "/var/lib/kubelet/pki/kubelet-client-current.pem",

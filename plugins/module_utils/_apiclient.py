@@ -1,0 +1,61 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE to the collection kubepki.fleet. Do not use this from other collections or roles.
+
+"""One HTTPS request to a kube-apiserver with a client certificate given as files.
+
+The key never leaves its file. The served certificate is checked against the cluster CA by
+signature only: an expired apiserver certificate must not stop a repair or a verification.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+from urllib.parse import urlsplit
+
+from ansible_collections.kubepki.fleet.plugins.module_utils import _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
+
+
+class Unreachable(Exception):
+    """No answer from the apiserver; the message is the reason."""
+
+
+class NotOurServer(Exception):
+    """The endpoint serves a certificate the cluster CA did not sign; the message is its subject."""
+
+
+def client_context(cert_path, key_path):
+    """An SSL context presenting ``cert_path``/``key_path``; raises ssl.SSLError or OSError when unusable."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # checked by signature in request()
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def request(url, path, context, ca, method="GET", timeout=10.0):
+    """``(status, body)`` of ``method path`` at ``url``."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=context, timeout=timeout)
+    try:
+        try:
+            conn.connect()
+            peer = _x509.load_certificates(conn.sock.getpeercert(binary_form=True), url)[0]
+        except (OSError, ssl.SSLError, socket.timeout, CertError) as exc:
+            raise Unreachable(getattr(exc, "strerror", None) or exc)
+        if not _x509.signed_by(peer, ca):
+            raise NotOurServer(peer.subject.rfc4514_string())
+        try:
+            conn.request(method, path, headers={"Accept": "application/json"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException, socket.timeout) as exc:
+            raise Unreachable(getattr(exc, "strerror", None) or exc)
+    finally:
+        conn.close()

@@ -1,0 +1,180 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE to the collection kubepki.fleet. Do not use this from other collections or roles.
+
+"""Is a renewed certificate in use? Evidence per component, taken before and after restarts, judged once.
+
+What proves it differs by component (research/corrections.md §2-§3):
+- a renewed serving cert: its endpoint serves exactly that file;
+- controller-manager, scheduler: their serving cert lives in memory and is new at every start
+  (research/reload.md §5), so a new fingerprint shows a new process, which read the new kubeconfig;
+- a kubelet restarted for a repaired kubelet.conf: it gets no new serving cert. A new main PID and
+  its node Lease renewed after that process started show it authenticates with its client cert;
+  the Lease is read with kubelet.conf's own credentials, so the read proves the new cert works;
+- kube-apiserver or etcd restarted without a new serving cert: a new container (crictl).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from ansible_collections.kubepki.fleet.plugins.module_utils import _apiclient, _kubeconfig, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_node_file
+from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
+
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+IN_MEMORY_SERVING = ("kube-controller-manager", "kube-scheduler")
+CONTAINERS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# kubernetes pkg/kubelet/kubelet.go: the node Lease is renewed every nodeLeaseDurationSeconds (40) x 0.25.
+LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"
+
+
+def served(facts):
+    """``{component: sha256 fingerprint}`` of what the node's endpoints serve now."""
+    return {e["component"]: e.get("fingerprint_sha256") for e in facts["certs"] if e["source"] == "endpoint"}
+
+
+def containers(run_command):
+    """``{name: container id}`` of the running control-plane containers, or None without crictl."""
+    try:
+        rc, out, _err = run_command(["crictl", "ps", "-o", "json"])
+    except OSError:
+        return None
+    if rc != 0:
+        return None
+    try:
+        listed = json.loads(out).get("containers") or []
+    except (ValueError, AttributeError):
+        return None
+    return {c.get("metadata", {}).get("name"): c.get("id") for c in listed if c.get("metadata", {}).get("name") in CONTAINERS}
+
+
+def _systemd_time(text):
+    """systemd's ``Wed 2026-12-02 00:15:26 UTC`` as an aware datetime, or None."""
+    parts = (text or "").split()
+    if len(parts) < 3:
+        return None
+    try:
+        moment = datetime.datetime.strptime(" ".join(parts[1:3]), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    zone = parts[3] if len(parts) > 3 else "UTC"
+    return moment.replace(tzinfo=_x509.UTC) if zone in ("UTC", "GMT") else moment.astimezone(_x509.UTC)
+
+
+def kubelet_process(run_command):
+    """``{pid, started}`` of the kubelet unit, or None without systemd."""
+    try:
+        rc, out, _err = run_command(["systemctl", "show", "-p", "MainPID", "-p", "ExecMainStartTimestamp", "kubelet"])
+    except OSError:
+        return None
+    if rc != 0:
+        return None
+    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    started = _systemd_time(values.get("ExecMainStartTimestamp"))
+    return {"pid": values.get("MainPID"), "started": _x509.iso(started) if started else None}
+
+
+def kubelet_lease(fs, timeout=5.0):
+    """This node's Lease as the kubelet's own credentials (kubelet.conf) read it: ``{node, client_serial, renew_time}``
+    or ``{error}``. A read that succeeds shows the client cert kubelet.conf points at authenticates."""
+    try:
+        user = _kubeconfig.parse(read_node_file(fs, KUBELET_CONF), KUBELET_CONF)[0]
+        if not user.cert_path or not user.key_path:
+            return {"error": "%s does not reference its client certificate as a file" % KUBELET_CONF}
+        cert = _x509.load_certificates(read_node_file(fs, user.cert_path), user.cert_path)[0]
+        node = cert.subject.rfc4514_string().split("CN=system:node:", 1)[-1].split(",", 1)[0]
+        ca_pem = user.ca_pem(KUBELET_CONF)
+        if not ca_pem or not user.server:
+            return {"error": "%s names no server or certificate-authority-data" % KUBELET_CONF}
+        ca = _x509.load_certificates(ca_pem, KUBELET_CONF)[0]
+        context = _apiclient.client_context(fs.real(user.cert_path), fs.real(user.key_path))
+        status, body = _apiclient.request(user.server, LEASE_PATH + node, context, ca, timeout=timeout)
+    except (CertError, _apiclient.Unreachable, _apiclient.NotOurServer, IndexError, OSError, ValueError) as exc:
+        return {"error": "cannot read the node Lease with %s: %s" % (KUBELET_CONF, exc)}
+    info = {"node": node, "client_serial": _x509.serial_hex(cert), "status": status}
+    if status != 200:
+        info["error"] = "GET %s%s%s with %s's client certificate answered HTTP %s" % (user.server, LEASE_PATH, node, KUBELET_CONF, status)
+        return info
+    try:
+        info["renew_time"] = (json.loads(body.decode("utf-8")).get("spec") or {}).get("renewTime")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        info["error"] = "the node Lease is not JSON"
+    return info
+
+
+def evidence(facts, run_command, fs, with_kubelet):
+    """What the node shows now; taken before the restarts and again after them."""
+    found = {"now": facts["now"], "served": served(facts), "containers": containers(run_command),
+             "endpoints": {e["component"]: e["endpoint"] for e in facts["certs"] if e["source"] == "endpoint"}}
+    if with_kubelet:
+        found["kubelet"] = kubelet_process(run_command)
+        found["lease"] = kubelet_lease(fs)
+    return found
+
+
+def _check(component, proof, ok, detail):
+    return {"component": component, "evidence": proof, "ok": bool(ok), "detail": detail}
+
+
+def _kubelet_check(before, after, client):
+    process, lease = after.get("kubelet") or {}, after.get("lease") or {}
+    old_pid = (before.get("kubelet") or {}).get("pid")
+    if not process.get("pid") or process["pid"] in ("0", old_pid):
+        return _check("kubelet", "restart", False, "the kubelet has not restarted (main PID %s, was %s)" % (process.get("pid"), old_pid))
+    if not client:
+        return _check("kubelet", "restart", True, "runs as a new process (main PID %s, was %s)" % (process["pid"], old_pid))
+    if lease.get("error"):
+        return _check("kubelet", "client", False, lease["error"])
+    renewed, started = lease.get("renew_time"), process.get("started")
+    # systemd prints seconds: a renewal a full second after the start was made by the new process
+    if not renewed or not started or _x509.parse_time(renewed) < _x509.parse_time(started) + datetime.timedelta(seconds=1):
+        return _check("kubelet", "client", False, "node Lease %s last renewed %s, not yet by the kubelet started %s"
+                      % (lease.get("node"), renewed, started))
+    return _check("kubelet", "client", True, "kubelet (PID %s, started %s) renewed node Lease %s at %s; read back with "
+                  "kubelet.conf's client cert %s" % (process["pid"], started, lease["node"], renewed, lease["client_serial"]))
+
+
+def _restart_check(component, before, after, renewed_serving):
+    if component in IN_MEMORY_SERVING:
+        old, new = (before.get("served") or {}).get(component), after["served"].get(component)
+        return _check(component, "in-memory serving cert", new and new != old,
+                      "serves a new in-memory certificate: a new process, which read its renewed kubeconfig" if new and new != old
+                      else "still serves what it served before the restart" if new else "serves nothing")
+    if component in renewed_serving:
+        return None  # the served-file check below proves the restart
+    old, new = (before.get("containers") or {}).get(component), (after.get("containers") or {}).get(component)
+    if after.get("containers") is None:
+        return _check(component, "restart", True, "crictl is absent, so the new container cannot be seen; health is checked next")
+    return _check(component, "restart", new and new != old,
+                  "runs in a new container %s (was %s)" % (new, old) if new and new != old
+                  else "still runs container %s" % old if new else "no running container")
+
+
+def judge(facts, before, after, renewed, restarted, must_serve):
+    """``(ok, checks)``: every renewed cert in use, each restart shown by its component's own evidence."""
+    checks = []
+    files = [e for e in facts["certs"] if e["source"] != "endpoint" and e["name"] in renewed and e.get("served_on")]
+    renewed_serving = {e["served_on"] for e in files}
+    components_of = {e["id"]: e["component"] for e in facts["certs"] if e["source"] == "endpoint"}
+    for entry in files:
+        checks.append(_check(components_of.get(entry["served_on"], entry["served_on"]), "served", entry["in_use"],
+                             "%s serves renewed %s" % (entry["served_on"], entry["name"]) if entry["in_use"]
+                             else "%s still serves another certificate than renewed %s" % (entry["served_on"], entry["name"])))
+    serving_components = {components_of.get(e) for e in renewed_serving}
+    for component in restarted:
+        if component == "kubelet":
+            checks.append(_kubelet_check(before, after, "kubelet.conf" in renewed))
+            continue
+        check = _restart_check(component, before, after, serving_components)
+        if check:
+            checks.append(check)
+    for entry in facts["certs"]:
+        if entry["source"] == "endpoint" and entry["component"] in must_serve and entry["state"] not in ("ok", "warning"):
+            checks.append(_check(entry["component"], "valid", False, "%s: %s%s" % (
+                entry["id"], entry["state"], " - " + entry["message"] if entry.get("message") else "")))
+    return all(c["ok"] for c in checks), checks

@@ -1,0 +1,102 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The one judgement of "is the renewed certificate in use", component by component."""
+
+from __future__ import annotations
+
+import json
+
+from ansible_collections.kubepki.fleet.plugins.module_utils import _verify
+
+MUST_SERVE = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+
+
+def endpoint(component, fingerprint, state="ok"):
+    return {"id": "endpoint/10.0.0.11:%s" % component, "source": "endpoint", "component": component, "name": component,
+            "endpoint": "10.0.0.11:1", "fingerprint_sha256": fingerprint, "state": state}
+
+
+def facts(*entries):
+    return {"now": "2026-12-02T00:00:00Z", "certs": list(entries)}
+
+
+def evidence(served, containers=None, pid=None, started=None, lease=None):
+    found = {"served": served, "containers": containers}
+    if pid:
+        found.update(kubelet={"pid": pid, "started": started}, lease=lease or {})
+    return found
+
+
+def failing(checks):
+    return [(c["component"], c["detail"]) for c in checks if not c["ok"]]
+
+
+def test_controller_manager_restart_is_proven_by_a_new_in_memory_cert():
+    now = facts(endpoint("kube-controller-manager", "NEW"), endpoint("kube-apiserver", "A"))
+    ok, checks = _verify.judge(now, evidence({"kube-controller-manager": "OLD"}), evidence({"kube-controller-manager": "NEW"}),
+                               ["controller-manager.conf"], ["kube-controller-manager"], MUST_SERVE)
+    assert ok, failing(checks)
+    ok, checks = _verify.judge(now, evidence({"kube-controller-manager": "NEW"}), evidence({"kube-controller-manager": "NEW"}),
+                               ["controller-manager.conf"], ["kube-controller-manager"], MUST_SERVE)
+    assert not ok and failing(checks) == [("kube-controller-manager", "still serves what it served before the restart")]
+
+
+def test_apiserver_restarted_only_for_client_certs_needs_a_new_container_not_a_new_serving_cert():
+    now = facts(endpoint("kube-apiserver", "SAME"))
+    before = evidence({"kube-apiserver": "SAME"}, {"kube-apiserver": "c1"})
+    ok, checks = _verify.judge(now, before, evidence({"kube-apiserver": "SAME"}, {"kube-apiserver": "c2"}),
+                               ["apiserver-kubelet-client"], ["kube-apiserver"], MUST_SERVE)
+    assert ok, failing(checks)
+    ok, checks = _verify.judge(now, before, evidence({"kube-apiserver": "SAME"}, {"kube-apiserver": "c1"}),
+                               ["apiserver-kubelet-client"], ["kube-apiserver"], MUST_SERVE)
+    assert failing(checks) == [("kube-apiserver", "still runs container c1")]
+
+
+def test_a_renewed_serving_cert_must_be_the_one_served():
+    cert = {"id": "kubeadm/apiserver", "source": "file", "component": "kube-apiserver", "name": "apiserver",
+            "served_on": "endpoint/10.0.0.11:kube-apiserver", "in_use": False, "state": "ok"}
+    now = facts(endpoint("kube-apiserver", "OLD"), cert)
+    ok, checks = _verify.judge(now, evidence({}), evidence({}), ["apiserver"], [], MUST_SERVE)
+    assert not ok and "still serves another certificate than renewed apiserver" in failing(checks)[0][1]
+    cert["in_use"] = True
+    assert _verify.judge(now, evidence({}), evidence({}), ["apiserver"], [], MUST_SERVE)[0]
+
+
+def test_repaired_kubelet_conf_is_proven_by_the_lease_its_new_process_renewed():
+    now = facts(endpoint("kube-apiserver", "A"))
+    before = evidence({}, pid="100", started="2026-12-01T10:00:00Z")
+    lease = {"node": "cp1", "client_serial": "0A", "renew_time": "2026-12-02T00:00:12.500000Z"}
+    after = evidence({}, pid="200", started="2026-12-02T00:00:10Z", lease=lease)
+    ok, checks = _verify.judge(now, before, after, ["kubelet.conf"], ["kubelet"], MUST_SERVE)
+    assert ok, failing(checks)
+    assert "renewed node Lease cp1" in checks[0]["detail"]
+    # renewed in the second the new process started: could be the old one's last renewal
+    after["lease"] = dict(lease, renew_time="2026-12-02T00:00:10.400000Z")
+    assert not _verify.judge(now, before, after, ["kubelet.conf"], ["kubelet"], MUST_SERVE)[0]
+    after.update(kubelet={"pid": "100", "started": "2026-12-01T10:00:00Z"}, lease=lease)
+    assert failing(_verify.judge(now, before, after, ["kubelet.conf"], ["kubelet"], MUST_SERVE)[1]) == [
+        ("kubelet", "the kubelet has not restarted (main PID 100, was 100)")]
+    after.update(kubelet={"pid": "200", "started": "2026-12-02T00:00:10Z"}, lease={"error": "HTTP 401"})
+    assert failing(_verify.judge(now, before, after, ["kubelet.conf"], ["kubelet"], MUST_SERVE)[1]) == [("kubelet", "HTTP 401")]
+
+
+def test_an_endpoint_that_serves_an_expired_cert_fails_the_node():
+    now = facts(endpoint("kube-scheduler", "X", state="expired"))
+    ok, checks = _verify.judge(now, evidence({}), evidence({}), [], [], MUST_SERVE)
+    assert not ok and failing(checks)[0][0] == "kube-scheduler"
+
+
+def test_containers_and_kubelet_process_are_read_from_crictl_and_systemctl():
+    listing = {"containers": [{"id": "abc", "metadata": {"name": "kube-apiserver"}}, {"id": "x", "metadata": {"name": "coredns"}}]}
+
+    def run(argv):
+        if argv[0] == "crictl":
+            return 0, json.dumps(listing), ""
+        return 0, "MainPID=4242\nExecMainStartTimestamp=Wed 2026-12-02 00:15:26 UTC\n", ""
+
+    assert _verify.containers(run) == {"kube-apiserver": "abc"}
+    assert _verify.kubelet_process(run) == {"pid": "4242", "started": "2026-12-02T00:15:26Z"}
+    assert _verify.containers(lambda argv: (1, "", "crictl: not found")) is None
