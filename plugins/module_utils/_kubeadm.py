@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import datetime
 import os
+import re
 
-from ansible.module_utils.common.yaml import yaml_dump, yaml_load
+from ansible.module_utils.common.yaml import yaml_dump, yaml_load, yaml_load_all
 
 from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _layouts, _reload, _sign, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_node_file
@@ -31,6 +32,7 @@ CA_FILES = {name: base for name, base, component, _ca in _KUBEADM_FILES if compo
 LEAF_FILES = {name: (base, ca) for name, base, component, ca in _KUBEADM_FILES if component != "ca"}
 KUBECONFIGS = tuple(name for name, _component in _layouts.KUBEADM_KUBECONFIGS)
 RENEWABLE = tuple(sorted(list(LEAF_FILES) + list(KUBECONFIGS)))
+
 
 class UsageError(CertError):
     """The request itself is wrong (an unknown name); the message lists what is valid."""
@@ -48,13 +50,29 @@ class Item:
         self.key_path = key_path
         self.embedded = kind != "kubelet-conf"
         self.predicted_not_after = None
+        self.lifetime = None
+        self.lifetime_reason = None
         self.new_cert = None
         self.new_key = None
 
     def summary(self, now):
+        """What the plan and the result say of this cert: old and new expiry, old and new lifetime and why."""
         days_left = round((_x509.not_after(self.cert) - now).total_seconds() / 86400.0, 2)
         return {"name": self.name, "path": self.path, "ca": self.ca_name, "not_after": _x509.iso(_x509.not_after(self.cert)),
-                "serial": _x509.serial_hex(self.cert), "days_left": days_left}
+                "serial": _x509.serial_hex(self.cert), "days_left": days_left,
+                "lifetime_days": _days(_x509.not_after(self.cert) - _x509.not_before(self.cert)),
+                "new_lifetime_days": _days(self.lifetime + _sign.BACKDATE) if self.lifetime else None,
+                "lifetime_reason": self.lifetime_reason}
+
+    def renewed_summary(self, now, new_cert):
+        summary = self.summary(now)
+        summary.update(new_not_after=_x509.iso(_x509.not_after(new_cert)), new_serial=_x509.serial_hex(new_cert),
+                       new_lifetime_days=_days(_x509.not_after(new_cert) - _x509.not_before(new_cert)))
+        return summary
+
+
+def _days(delta):
+    return round(delta.total_seconds() / 86400.0, 2)
 
 
 def _current_user(config):
@@ -136,8 +154,12 @@ def kubelet_conf_item(fs):
     return item
 
 
-def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, repair_kubelet_conf=True):
-    """``(due, skipped)``; raises SigningError naming every cert it refuses to renew."""
+def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, repair_kubelet_conf=True,
+         configured_validity=None):
+    """``(due, skipped)``; raises SigningError naming every cert it refuses to renew.
+
+    ``configured_validity``: the kubeadm configuration's ``certificateValidityPeriod``, if known.
+    """
     items, skipped = inventory(fs)
     if names:
         unknown = sorted(set(names) - set(RENEWABLE) - {"kubelet.conf"})
@@ -158,13 +180,17 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
         else:
             skipped.append({"name": item.name, "reason": "%.1f days left, not under threshold_days=%s" % (left.total_seconds() / 86400, threshold_days)})
     cas = _ca_pairs(fs)
+    version = component_versions(fs)["kube-apiserver"]
     refusals = []
     for item in due:
         if item.ca_name not in cas:
             refusals.append("%s: CA %s is absent (%s/%s.crt)" % (item.name, item.ca_name, PKI, CA_FILES[item.ca_name]))
             continue
         ca_cert, ca_key = cas[item.ca_name]
-        not_after = now + _sign.lifetime_of(item.cert, ca_cert, validity_days)
+        # kubeadm's certificateValidityPeriod is for its own certs; the kubelet's comes from the controller-manager
+        item.lifetime, item.lifetime_reason = _sign.lifetime_of(
+            item.cert, ca_cert, validity_days, None if item.kind == "kubelet-conf" else configured_validity, version)
+        not_after = now + item.lifetime
         try:
             _sign.check_ca(ca_cert, ca_key, item.ca_name, now, not_after)
         except _sign.SigningError as exc:
@@ -173,6 +199,27 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
     if refusals:
         raise _sign.SigningError("refusing to renew, nothing was changed: " + "; ".join(refusals))
     return due, skipped
+
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|\u00b5s|ns)")
+_GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "ns": 1e-9}
+
+
+def configured_validity(fs, path):
+    """``certificateValidityPeriod`` of the ClusterConfiguration in the kubeadm config file ``path``
+    (kubeadm.k8s.io/v1beta4, kubeadm v1.31+: cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go), or None."""
+    try:
+        documents = list(yaml_load_all(read_node_file(fs, path)))
+    except Exception as exc:  # pylint: disable=broad-except  # any YAML error is bad input here
+        raise CertError("%s is not valid YAML (%s): fix it or leave kubeadm_config unset" % (path, str(exc).splitlines()[0]))
+    for doc in documents:
+        if isinstance(doc, dict) and doc.get("kind") == "ClusterConfiguration" and doc.get("certificateValidityPeriod"):
+            text = str(doc["certificateValidityPeriod"])
+            parts = _GO_DURATION.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise CertError("%s: certificateValidityPeriod %r is not a duration like 8760h0m0s" % (path, text))
+            return datetime.timedelta(seconds=sum(float(n) * _GO_UNITS[u] for n, u in parts))
+    return None
 
 
 def component_versions(fs):
@@ -217,7 +264,7 @@ def _kubelet_client_files(fs, item, now):
     return pem_path, _sign.cert_pem(item.new_cert) + _sign.key_pem(item.new_key), yaml_dump(config, default_flow_style=False).encode("utf-8")
 
 
-def apply(fs, due, now, validity_days=None, renewed=None):
+def apply(fs, due, now, renewed=None):
     """Issue and write every due cert natively; returns the renewed summaries.
 
     ``renewed`` (a list) receives each summary as soon as its files are written, so a caller
@@ -229,7 +276,7 @@ def apply(fs, due, now, validity_days=None, renewed=None):
         ca_cert, ca_key = cas[item.ca_name]
         # The kubelet makes its own client keys ECDSA P-256 whatever kubeadm's algorithm is.
         key = _sign.new_p256_key() if item.kind == "kubelet-conf" else None
-        item.new_cert, item.new_key = _sign.reissue(item.cert, ca_cert, ca_key, now, validity_days, item.ca_name, key=key)
+        item.new_cert, item.new_key = _sign.reissue(item.cert, ca_cert, ca_key, now, item.lifetime, item.ca_name, key=key)
         if item.kind == "file":
             _files.write_files([(fs.real(item.key_path), _sign.key_pem(item.new_key), 0o600),
                                 (fs.real(item.path), _sign.cert_pem(item.new_cert), 0o644)])
@@ -245,7 +292,5 @@ def apply(fs, due, now, validity_days=None, renewed=None):
             os.symlink(pem_path, temp_link)
             os.rename(temp_link, link)
             _files.write_file(fs.real(item.path), conf)
-        summary = item.summary(now)
-        summary.update(new_not_after=_x509.iso(_x509.not_after(item.new_cert)), new_serial=_x509.serial_hex(item.new_cert))
-        renewed.append(summary)
+        renewed.append(item.renewed_summary(now, item.new_cert))
     return renewed

@@ -43,18 +43,35 @@ def new_key_like(public_key):
     raise SigningError("cannot make a new key like %s" % _x509.key_type(public_key))
 
 
-def lifetime_of(old, ca_cert, validity_days=None):
-    """How long the new cert lives: ``validity_days``, else the old cert's lifetime.
+def _whole_hours(delta):
+    seconds = delta.total_seconds() % 3600
+    return min(seconds, 3600 - seconds) < 2
 
-    kubeadm before v1.31 pinned a leaf's NotBefore to its CA's NotBefore, so the old lifetime grows by
-    a year at each renewal there; such a cert gets kubeadm's one year instead.
+
+def lifetime_of(old, ca_cert, validity_days=None, configured=None, version=None):
+    """``(lifetime, why)`` of the renewed cert: ``validity_days``, else the kubeadm configuration's
+    ``certificateValidityPeriod`` (``configured``), else the old cert's own lifetime.
+
+    kubeadm before v1.31 pinned every leaf's NotBefore to its CA's, so a renewed leaf's lifetime grew
+    by the time since the CA was made; such a cert gets kubeadm's one year back. From v1.31 kubeadm
+    backdates CA and leaves alike from one start time (cmd/kubeadm/app/phases/certs/certlist.go,
+    ``creationTime``; corrections.md §4), so a leaf made with its CA at ``kubeadm init`` also shares its
+    NotBefore: there the lifetime is a configured validity (whole hours) and is kept. ``version``
+    is the node's kubeadm ``(major, minor)``, or None.
     """
     if validity_days:
-        return datetime.timedelta(days=validity_days)
+        return datetime.timedelta(days=validity_days), "validity_days=%d" % validity_days
+    if configured:
+        return configured, "certificateValidityPeriod of the kubeadm configuration (v1beta4)"
     lifetime = _x509.not_after(old) - _x509.not_before(old)
-    if _x509.not_before(old) == _x509.not_before(ca_cert) and lifetime > DEFAULT_LIFETIME + BACKDATE:
-        return DEFAULT_LIFETIME
-    return lifetime - BACKDATE if lifetime > 2 * BACKDATE else lifetime
+    issued_lifetime = lifetime - BACKDATE if lifetime > 2 * BACKDATE else lifetime
+    pinned = _x509.not_before(old) == _x509.not_before(ca_cert)
+    if pinned and lifetime > DEFAULT_LIFETIME + BACKDATE:
+        if (version is None or version >= (1, 31)) and _whole_hours(issued_lifetime):
+            return issued_lifetime, "its own lifetime (made with its CA by kubeadm v1.31+, which backdates both alike)"
+        return DEFAULT_LIFETIME, ("kubeadm's one year: kubeadm before v1.31 pinned its NotBefore to the CA's, which "
+                                  "inflated its lifetime to %.0f days" % (lifetime.total_seconds() / 86400))
+    return issued_lifetime, "its own lifetime"
 
 
 def check_ca(ca_cert, ca_key, ca_name, now, not_after):
@@ -79,9 +96,9 @@ def new_p256_key():
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def reissue(old, ca_cert, ca_key, now, validity_days=None, ca_name="ca", key=None):
-    """``(certificate, private_key)``: subject, SANs and usages of ``old``; ``key`` or a new one of the old type."""
-    lifetime = lifetime_of(old, ca_cert, validity_days)
+def reissue(old, ca_cert, ca_key, now, lifetime, ca_name="ca", key=None):
+    """``(certificate, private_key)``: subject, SANs and usages of ``old``, valid ``lifetime`` from ``now``;
+    ``key`` or a new one of the old type."""
     not_after = now + lifetime
     check_ca(ca_cert, ca_key, ca_name, now, not_after)
     key = key or new_key_like(old.public_key())

@@ -67,9 +67,18 @@ options:
     default: auto
   validity_days:
     description:
-      - Lifetime of renewed certificates with the native method. Default is the old certificate's lifetime, so longer
-        validities are not reset to a year; certificates whose lifetime kubeadm before v1.31 inflated get one year.
+      - Lifetime of renewed certificates with the native method. Default is O(kubeadm_config)'s
+        C(certificateValidityPeriod), else the old certificate's lifetime, so longer validities are not reset to a year;
+        certificates whose lifetime kubeadm before v1.31 inflated (NotBefore pinned to the CA's) get one year.
+      - RV(renewed) shows the old and new lifetime of each certificate and why.
     type: int
+  kubeadm_config:
+    description:
+      - A kubeadm configuration file on the node (the one given to C(kubeadm init --config), or C(kubectl -n kube-system
+        get cm kubeadm-config) saved to a file). Its C(ClusterConfiguration) C(certificateValidityPeriod) (v1beta4,
+        kubeadm v1.31+) is the lifetime of renewed kubeadm certificates unless O(validity_days) is set.
+      - Without it each certificate keeps its own lifetime; see O(validity_days).
+    type: path
   repair_kubelet_conf:
     description:
       - Repair C(kubelet.conf) when it embeds its client cert or its rotating client cert has expired.
@@ -108,7 +117,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 renewed:
-  description: Certificates renewed (or, in check mode, that would be), with old and new expiry and serial.
+  description:
+    - Certificates renewed (or, in check mode, that would be), with old and new expiry, serial and lifetime
+      (C(lifetime_days), C(new_lifetime_days), C(lifetime_reason)).
   returned: always
   type: list
   elements: dict
@@ -121,6 +132,9 @@ renewed:
       days_left: 19.9
       new_not_after: "2027-11-23T10:00:00Z"
       new_serial: 7C01D2E3F4
+      lifetime_days: 365.0
+      new_lifetime_days: 365.0
+      lifetime_reason: its own lifetime
 skipped_certs:
   description:
     - Certificates left alone, with the reason.
@@ -215,10 +229,7 @@ def _renew_with_kubeadm(module, fs, due, now, renewed):
         if rc != 0 or "can't be renewed" in out:
             raise CertError("kubeadm certs renew %s failed: %s" % (item.name, (err or out).strip()))
         fresh = _kubeadm.inventory(fs)[0]
-        new_cert = next(i.cert for i in fresh if i.name == item.name)
-        summary = item.summary(now)
-        summary.update(new_not_after=_x509.iso(_x509.not_after(new_cert)), new_serial=_x509.serial_hex(new_cert))
-        renewed.append(summary)
+        renewed.append(item.renewed_summary(now, next(i.cert for i in fresh if i.name == item.name)))
 
 
 def main():
@@ -230,6 +241,7 @@ def main():
             certs=dict(type="list", elements="str", default=[]),
             method=dict(type="str", default="auto", choices=["auto", "kubeadm", "native"]),
             validity_days=dict(type="int"),
+            kubeadm_config=dict(type="path"),
             repair_kubelet_conf=dict(type="bool", default=True),
             restart_policy=dict(type="str", default="needed", choices=["needed", "always"]),
             now=dict(type="str"),
@@ -243,9 +255,13 @@ def main():
         module.fail_json(msg="%s not found under rootfs %s: this is not a kubeadm control-plane node" % (_kubeadm.PKI, params["rootfs"]))
     clock = datetime.datetime.now(datetime.timezone.utc)
     try:
+        configured = _kubeadm.configured_validity(fs, params["kubeadm_config"]) if params["kubeadm_config"] else None
+    except CertError as exc:
+        module.fail_json(msg="kubeadm_config: %s; nothing was changed" % exc)
+    try:
         now = _x509.parse_time(params["now"]) if params["now"] else clock
         due, skipped = _kubeadm.plan(fs, now, params["threshold_days"], params["force"], params["certs"],
-                                     params["validity_days"], params["repair_kubelet_conf"])
+                                     params["validity_days"], params["repair_kubelet_conf"], configured)
     except (SigningError, _kubeadm.UsageError) as exc:
         module.fail_json(msg=str(exc))
     except CertError as exc:
@@ -266,7 +282,7 @@ def main():
             if method == "kubeadm":
                 _renew_with_kubeadm(module, fs, due, clock, renewed)
             else:
-                _kubeadm.apply(fs, due, clock, params["validity_days"], renewed)
+                _kubeadm.apply(fs, due, clock, renewed)
         except Exception as exc:  # pylint: disable=broad-except  # whatever it is, say what was already written
             written = ", ".join(r["name"] for r in renewed)
             module.fail_json(msg="renewal failed: %s; %s. Each cert and key pair is replaced atomically: restore the "

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -55,8 +56,8 @@ def test_plan_takes_what_is_under_threshold_and_names_the_restarts(node, now):
     # kubeadm v1.31 (the tree's static pod images): the apiserver reloads all of its certs, etcd too
     restarts, reloads = _kubeadm.restart_plan(fs, [item.name for item in due])
     assert [r["component"] for r in restarts] == ["kube-controller-manager", "kube-scheduler"]
-    assert {r["cert"] for r in reloads} == {"apiserver", "front-proxy-client", "apiserver-kubelet-client",
-                                           "apiserver-etcd-client", "etcd-server", "etcd-peer"}
+    assert {r["cert"] for r in reloads} == {
+        "apiserver", "front-proxy-client", "apiserver-kubelet-client", "apiserver-etcd-client", "etcd-server", "etcd-peer"}
     assert all("v1.31" in r["reason"] or "etcd v3.5" in r["reason"] for r in reloads)
     always = _kubeadm.restart_plan(fs, [item.name for item in due], policy="always")[0]
     assert [r["component"] for r in always] == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
@@ -110,7 +111,7 @@ def test_longer_validity_is_kept(tmp_path, now):
     pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True)
     fs = NodeFS(str(tmp_path))
     due = _kubeadm.plan(fs, now, 30, force=True, names=["front-proxy-client"], validity_days=1000)[0]
-    _kubeadm.apply(fs, due, now, validity_days=1000)
+    _kubeadm.apply(fs, due, now)
     assert load(tmp_path / "etc/kubernetes/pki/front-proxy-client.crt").not_valid_after_utc - now == 1000 * DAY
 
 
@@ -160,3 +161,48 @@ def test_unknown_names_are_rejected(node, now):
     with pytest.raises(Exception) as caught:
         _kubeadm.plan(NodeFS(str(node)), now, 30, names=["apiservr"])
     assert "apiservr" in str(caught.value) and "apiserver" in str(caught.value)
+
+
+def _lifetime_days(cert):
+    return (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() / 86400
+
+
+def test_three_year_leaves_made_with_their_ca_at_init_keep_three_years(tmp_path, now):
+    """kubeadm v1.31+ init node, certificateValidityPeriod 26280h: leaves share the CA's NotBefore (corrections §4)."""
+    three_years = pki.KUBEADM.leaf_lifetime * 3
+    init = now - 1080 * DAY   # 15 days left
+    cluster = pki.kubeadm_cluster(now, ca_issued_at=init)
+    cluster.profile = dataclasses.replace(cluster.profile, leaf_lifetime=three_years)
+    pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True, leaf_issued_at=init)
+    fs = NodeFS(str(tmp_path))
+    assert load(tmp_path / "etc/kubernetes/pki/apiserver.crt").not_valid_before_utc == cluster.ca.cert.not_valid_before_utc
+    due = {i.name: i for i in _kubeadm.plan(fs, now, threshold_days=30)[0]}
+    summary = due["apiserver"].summary(now)
+    assert round(summary["new_lifetime_days"]) == round(summary["lifetime_days"]) == 1095
+    _kubeadm.apply(fs, list(due.values()), now)
+    assert round(_lifetime_days(load(tmp_path / "etc/kubernetes/pki/apiserver.crt"))) == 1095
+
+
+def test_lifetime_inflated_by_kubeadm_before_v131_gets_one_year_and_says_so(tmp_path, now):
+    cluster = pki.kubeadm_cluster(now, ca_issued_at=now - 800 * DAY, style="v1.28")
+    pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True,
+                                    leaf_issued_at=now - 350 * DAY)
+    item = next(i for i in _kubeadm.plan(NodeFS(str(tmp_path)), now, threshold_days=30)[0] if i.name == "apiserver")
+    summary = item.summary(now)
+    assert summary["lifetime_days"] > 800 and round(summary["new_lifetime_days"]) == 365
+    assert "kubeadm before v1.31 pinned its NotBefore" in summary["lifetime_reason"]
+
+
+def test_certificate_validity_period_of_the_kubeadm_config_sets_the_lifetime(node, now):
+    fs = NodeFS(str(node))
+    config = node / "etc/kubernetes/kubeadm-config.yaml"
+    config.write_text("apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n---\n"
+                      "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncertificateValidityPeriod: 26280h0m0s\n")
+    configured = _kubeadm.configured_validity(fs, "/etc/kubernetes/kubeadm-config.yaml")
+    assert configured == 3 * pki.KUBEADM.leaf_lifetime
+    item = next(i for i in _kubeadm.plan(fs, now, 30, names=["apiserver"], configured_validity=configured)[0])
+    assert round(item.summary(now)["new_lifetime_days"]) == 1095
+    assert "certificateValidityPeriod" in item.lifetime_reason
+    config.write_text("kind: ClusterConfiguration\ncertificateValidityPeriod: three years\n")
+    with pytest.raises(Exception, match="kubeadm-config.yaml: certificateValidityPeriod 'three years' is not a duration"):
+        _kubeadm.configured_validity(fs, "/etc/kubernetes/kubeadm-config.yaml")

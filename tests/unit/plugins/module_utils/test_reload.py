@@ -40,7 +40,7 @@ def test_embedded_kubeconfigs_and_kubelet_conf_restart_in_order_with_their_reaso
 
 
 def test_an_unreadable_version_is_restarted_and_says_why():
-    restarts, _ = _reload.decide(["apiserver-kubelet-client"], {})
+    restarts = _reload.decide(["apiserver-kubelet-client"], {})[0]
     assert components(restarts) == ["kube-apiserver"]
     assert "could not be read" in restarts[0]["reason"]
     # etcd has reloaded at every handshake on every version
@@ -48,7 +48,7 @@ def test_an_unreadable_version_is_restarted_and_says_why():
 
 
 def test_a_version_older_than_the_reload_restarts():
-    restarts, _ = _reload.decide(["apiserver-etcd-client"], {"kube-apiserver": (1, 27)})
+    restarts = _reload.decide(["apiserver-etcd-client"], {"kube-apiserver": (1, 27)})[0]
     assert components(restarts) == ["kube-apiserver"] and "older than v1.28" in restarts[0]["reason"]
 
 

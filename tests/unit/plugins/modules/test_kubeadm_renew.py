@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 
 import pytest
 
+from ansible_collections.kubepki.fleet.plugins.module_utils import _files
 from ansible_collections.kubepki.fleet.plugins.modules import kubeadm_renew
 
 
@@ -30,7 +32,8 @@ def test_check_mode_plans_and_writes_nothing(run_module, node):
     before = digest(node)
     result = run_module(kubeadm_renew, rootfs=str(node), _ansible_check_mode=True, _ansible_diff=True)
     assert result["changed"] is True and len(result["renewed"]) == 11
-    assert result["restart"] == ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    assert result["restart"] == ["kube-controller-manager", "kube-scheduler"]
+    assert {r["cert"] for r in result["reloads"]} >= {"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client"}
     assert result["method"] == "native"
     apiserver = next(r for r in result["renewed"] if r["name"] == "apiserver")
     assert apiserver["new_not_after"] > apiserver["not_after"]
@@ -77,3 +80,21 @@ def test_unknown_name_lists_the_valid_ones(run_module, node):
     result = run_module(kubeadm_renew, rootfs=str(node), certs=["apiservr"])
     assert result["failed"] and "apiservr" in result["msg"] and "front-proxy-client" in result["msg"]
     assert "restore" not in result["msg"]
+
+
+def test_failure_half_way_reports_what_was_written(run_module, node, monkeypatch):
+    """Disk full at scheduler.conf: the certs written before it are reported, changed=true, so the play rolls back."""
+    real_write = _files.write_file
+
+    def write_file(path, data, *args, **kwargs):
+        if path.endswith("scheduler.conf"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(_files, "write_file", write_file)
+    result = run_module(kubeadm_renew, rootfs=str(node))
+    written = [r["name"] for r in result["renewed"]]
+    assert result["failed"] and result["changed"] is True
+    assert "admin.conf" in written and "apiserver" in written and "scheduler.conf" not in written
+    assert "No space left on device" in result["msg"] and "written before the failure: " + ", ".join(written) in result["msg"]
+    assert "Traceback" not in result["msg"] and "exception" in result
