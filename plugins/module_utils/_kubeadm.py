@@ -75,13 +75,25 @@ def _days(delta):
     return round(delta.total_seconds() / 86400.0, 2)
 
 
-def _current_user(config):
-    contexts = {c.get("name"): c.get("context") or {} for c in config.get("contexts") or []}
-    user_name = (contexts.get(config.get("current-context")) or {}).get("user")
-    for user in config.get("users") or []:
-        if user.get("name") == user_name:
-            return user.get("user") or {}
-    raise CertError("no user for current-context %r" % config.get("current-context"))
+def _named(config, key, name, path):
+    for item in config.get(key + "s") or []:
+        if isinstance(item, dict) and item.get("name") == name and isinstance(item.get(key), dict):
+            return item[key]
+    raise CertError("invalid kubeconfig %s: no %s %r for current-context %r" % (path, key, name, config.get("current-context")))
+
+
+def _current(config, path):
+    """``(cluster, user)`` of the current context, as kubeadm's kubeConfigReadWriter picks them
+    (cmd/kubeadm/app/phases/certs/renewal/readwriter.go); the dicts are the config's own."""
+    context = next((c.get("context") for c in config.get("contexts") or []
+                    if isinstance(c, dict) and c.get("name") == config.get("current-context")), None)
+    if not isinstance(context, dict):
+        raise CertError("invalid kubeconfig %s: missing context %r" % (path, config.get("current-context")))
+    return _named(config, "cluster", context.get("cluster"), path), _named(config, "user", context.get("user"), path)
+
+
+def _current_user(config, path):
+    return _current(config, path)[1]
 
 
 def _load_kubeconfig(fs, path):
@@ -124,7 +136,7 @@ def inventory(fs):
                 skipped.append({"name": name, "reason": reason})
                 continue
             _text, config = _load_kubeconfig(fs, path)
-            data = _current_user(config).get("client-certificate-data")
+            data = _current_user(config, path).get("client-certificate-data")
             if not data:
                 skipped.append({"name": name, "reason": "%s has no embedded client certificate" % path})
                 continue
@@ -142,7 +154,7 @@ def kubelet_conf_item(fs):
     if not fs.exists(path):
         return None
     _text, config = _load_kubeconfig(fs, path)
-    user = _current_user(config)
+    user = _current_user(config, path)
     if user.get("client-certificate-data"):
         cert = _x509.load_certificates(base64.b64decode(user["client-certificate-data"]), path)[0]
     elif user.get("client-certificate") and fs.exists(user["client-certificate"]):
@@ -191,6 +203,11 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
         item.lifetime, item.lifetime_reason = _sign.lifetime_of(
             item.cert, ca_cert, validity_days, None if item.kind == "kubelet-conf" else configured_validity, version)
         not_after = now + item.lifetime
+        if not force and item.lifetime <= threshold:
+            refusals.append("%s: threshold_days=%s is not below the %.0f-day lifetime it would be renewed with, so every "
+                            "run would renew it again; use a smaller threshold_days" % (item.name, threshold_days,
+                                                                                      item.lifetime.total_seconds() / 86400))
+            continue
         try:
             _sign.check_ca(ca_cert, ca_key, item.ca_name, now, not_after)
         except _sign.SigningError as exc:
@@ -238,26 +255,27 @@ def _b64(data):
 
 
 def _kubeconfig_update(fs, item, ca_pem):
-    """The kubeconfig text with new client cert/key and refreshed CA data; the rest kept byte for byte."""
-    text, config = _load_kubeconfig(fs, item.path)
-    text = text.decode("utf-8")
-    user = _current_user(config)
-    replacements = [(user["client-certificate-data"], _b64(_sign.cert_pem(item.new_cert))),
-                    (user["client-key-data"], _b64(_sign.key_pem(item.new_key)))]
-    for cluster in config.get("clusters") or []:
-        old_ca = (cluster.get("cluster") or {}).get("certificate-authority-data")
-        if old_ca:  # kubeadm refreshes it from ca.crt on every renewal
-            replacements.append((old_ca, _b64(ca_pem)))
-    for old, new in replacements:
-        text = text.replace(old, new)
-    return text.encode("utf-8")
+    """The kubeconfig with the new client cert and key, and ca.crt as its cluster's CA, as kubeadm writes it:
+    only the current context's user and cluster change. Read back and checked before it is written."""
+    config = _load_kubeconfig(fs, item.path)[1]
+    cluster, user = _current(config, item.path)
+    user["client-certificate-data"] = _b64(_sign.cert_pem(item.new_cert))
+    user["client-key-data"] = _b64(_sign.key_pem(item.new_key))
+    cluster["certificate-authority-data"] = _b64(ca_pem)
+    text = yaml_dump(config, default_flow_style=False).encode("utf-8")
+    check = _current_user(yaml_load(text), item.path)
+    cert = _x509.load_certificates(base64.b64decode(check["client-certificate-data"]), item.path)[0]
+    key = _x509.load_private_key(base64.b64decode(check["client-key-data"]), item.path)
+    if _x509.serial_hex(cert) != _x509.serial_hex(item.new_cert) or not _x509.key_matches(cert, key):
+        raise CertError("the rewritten %s does not read back as the new certificate and its key; it was not written" % item.path)
+    return text
 
 
 def _kubelet_client_files(fs, item, now):
     """What the documented repair (kubeadm troubleshooting) leaves: a pem the kubelet rotates, and kubelet.conf pointing at it."""
     pem_path = "%s/kubelet-client-%s.pem" % (_layouts.KUBELET_PKI, now.strftime("%Y-%m-%d-%H-%M-%S"))
     config = _load_kubeconfig(fs, item.path)[1]
-    user = _current_user(config)
+    user = _current_user(config, item.path)
     for field in ("client-certificate-data", "client-key-data"):
         user.pop(field, None)
     user["client-certificate"] = user["client-key"] = KUBELET_CLIENT_CURRENT

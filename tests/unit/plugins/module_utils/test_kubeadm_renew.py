@@ -15,6 +15,7 @@ import stat
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 
 from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _sign
@@ -206,3 +207,39 @@ def test_certificate_validity_period_of_the_kubeadm_config_sets_the_lifetime(nod
     config.write_text("kind: ClusterConfiguration\ncertificateValidityPeriod: three years\n")
     with pytest.raises(Exception, match="kubeadm-config.yaml: certificateValidityPeriod 'three years' is not a duration"):
         _kubeadm.configured_validity(fs, "/etc/kubernetes/kubeadm-config.yaml")
+
+
+def test_kubeconfig_in_block_scalars_with_other_clusters_gets_new_cert_and_key_and_leaves_the_others(node, now):
+    """Every valid YAML form: block scalars, several users/clusters/contexts; only the current ones change (kubeadm
+    readwriter.go), and the other cluster's CA data stays."""
+    path = node / "etc/kubernetes/admin.conf"
+    conf = yaml.safe_load(path.read_text())
+    other_ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIBother\n-----END CERTIFICATE-----\n").decode()
+    conf["clusters"].append({"name": "other", "cluster": {"server": "https://other:6443", "certificate-authority-data": other_ca}})
+    conf["users"].insert(0, {"name": "someone", "user": {"token": "not-a-cert"}})
+    conf["contexts"].append({"name": "other", "context": {"cluster": "other", "user": "someone"}})
+    user = next(u["user"] for u in conf["users"] if "client-key-data" in u["user"])
+    folded = {k: "\n".join(user[k][i:i + 64] for i in range(0, len(user[k]), 64)) + "\n" for k in ("client-certificate-data", "client-key-data")}
+    text = yaml.safe_dump(conf, default_flow_style=False)
+    for k, v in folded.items():   # the same values as literal block scalars
+        text = text.replace("%s: %s" % (k, user[k]), "%s: |\n%s" % (k, "".join("      " + line + "\n" for line in v.splitlines())))
+    assert "client-key-data: |" in text
+    path.write_text(text)
+    fs = NodeFS(str(node))
+    due = _kubeadm.plan(fs, now, 30, names=["admin.conf"])[0]
+    _kubeadm.apply(fs, due, now)
+    after = yaml.safe_load(path.read_text())
+    renewed = next(u["user"] for u in after["users"] if u["name"] != "someone")
+    cert = x509.load_pem_x509_certificate(base64.b64decode(renewed["client-certificate-data"]))
+    key = serialization.load_pem_private_key(base64.b64decode(renewed["client-key-data"]), None)
+    assert cert.serial_number == due[0].new_cert.serial_number
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    assert next(c for c in after["clusters"] if c["name"] == "other")["cluster"]["certificate-authority-data"] == other_ca
+    assert next(u for u in after["users"] if u["name"] == "someone")["user"] == {"token": "not-a-cert"}
+
+
+def test_a_threshold_at_or_above_the_new_lifetime_is_refused(node, now):
+    """It would renew on every run: refused, naming the lifetime, and nothing planned."""
+    with pytest.raises(_sign.SigningError, match=r"threshold_days=400 is not below the 365-day lifetime"):
+        _kubeadm.plan(NodeFS(str(node)), now, threshold_days=400)
+    assert _kubeadm.plan(NodeFS(str(node)), now, threshold_days=400, force=True)[0]
