@@ -18,7 +18,8 @@ import socket
 import ssl
 from urllib.parse import urlsplit
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeconfig, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_node_file
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
 
 
@@ -59,3 +60,32 @@ def request(url, path, context, ca, method="GET", timeout=10.0):
             raise Unreachable(getattr(exc, "strerror", None) or exc)
     finally:
         conn.close()
+
+
+class CredentialsError(CertError):
+    """kubelet.conf cannot be used to reach the API; the message says why."""
+
+
+class KubeletCredentials:
+    """The API as the kubelet reaches it: kubelet.conf's server, CA and client certificate file."""
+
+    PATH = "/etc/kubernetes/kubelet.conf"
+
+    def __init__(self, fs):
+        try:
+            user = _kubeconfig.parse(read_node_file(fs, self.PATH), self.PATH)[0]
+            if not user.cert_path or not user.key_path:
+                raise CredentialsError("%s does not reference its client certificate as a file" % self.PATH)
+            self.cert = _x509.load_certificates(read_node_file(fs, user.cert_path), user.cert_path)[0]
+            ca_pem = user.ca_pem(self.PATH)
+            if not ca_pem or not user.server:
+                raise CredentialsError("%s names no server or certificate-authority-data" % self.PATH)
+            self.ca = _x509.load_certificates(ca_pem, self.PATH)[0]
+            self.context = client_context(fs.real(user.cert_path), fs.real(user.key_path))
+        except (CertError, IndexError, OSError, ssl.SSLError) as exc:
+            raise CredentialsError(str(exc))
+        self.server = user.server
+        self.node = self.cert.subject.rfc4514_string().split("CN=system:node:", 1)[-1].split(",", 1)[0]
+
+    def get(self, path, timeout):
+        return request(self.server, path, self.context, self.ca, timeout=timeout)

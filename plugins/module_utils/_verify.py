@@ -22,11 +22,9 @@ from __future__ import annotations
 import datetime
 import json
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _apiclient, _kubeconfig, _x509
-from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_node_file
-from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
+from ansible_collections.kubepki.fleet.plugins.module_utils import _apiclient, _x509
 
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+KUBELET_CONF = _apiclient.KubeletCredentials.PATH
 IN_MEMORY_SERVING = ("kube-controller-manager", "kube-scheduler")
 CONTAINERS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 # kubernetes pkg/kubelet/kubelet.go: the node Lease is renewed every nodeLeaseDurationSeconds (40) x 0.25.
@@ -83,22 +81,14 @@ def kubelet_lease(fs, timeout=5.0):
     """This node's Lease as the kubelet's own credentials (kubelet.conf) read it: ``{node, client_serial, renew_time}``
     or ``{error}``. A read that succeeds shows the client cert kubelet.conf points at authenticates."""
     try:
-        user = _kubeconfig.parse(read_node_file(fs, KUBELET_CONF), KUBELET_CONF)[0]
-        if not user.cert_path or not user.key_path:
-            return {"error": "%s does not reference its client certificate as a file" % KUBELET_CONF}
-        cert = _x509.load_certificates(read_node_file(fs, user.cert_path), user.cert_path)[0]
-        node = cert.subject.rfc4514_string().split("CN=system:node:", 1)[-1].split(",", 1)[0]
-        ca_pem = user.ca_pem(KUBELET_CONF)
-        if not ca_pem or not user.server:
-            return {"error": "%s names no server or certificate-authority-data" % KUBELET_CONF}
-        ca = _x509.load_certificates(ca_pem, KUBELET_CONF)[0]
-        context = _apiclient.client_context(fs.real(user.cert_path), fs.real(user.key_path))
-        status, body = _apiclient.request(user.server, LEASE_PATH + node, context, ca, timeout=timeout)
-    except (CertError, _apiclient.Unreachable, _apiclient.NotOurServer, IndexError, OSError, ValueError) as exc:
+        kubelet = _apiclient.KubeletCredentials(fs)
+        status, body = kubelet.get(LEASE_PATH + kubelet.node, timeout)
+    except (_apiclient.CredentialsError, _apiclient.Unreachable, _apiclient.NotOurServer) as exc:
         return {"error": "cannot read the node Lease with %s: %s" % (KUBELET_CONF, exc)}
-    info = {"node": node, "client_serial": _x509.serial_hex(cert), "status": status}
+    info = {"node": kubelet.node, "client_serial": _x509.serial_hex(kubelet.cert), "status": status}
     if status != 200:
-        info["error"] = "GET %s%s%s with %s's client certificate answered HTTP %s" % (user.server, LEASE_PATH, node, KUBELET_CONF, status)
+        info["error"] = "GET %s%s%s with %s's client certificate answered HTTP %s" % (
+            kubelet.server, LEASE_PATH, kubelet.node, KUBELET_CONF, status)
         return info
     try:
         info["renew_time"] = (json.loads(body.decode("utf-8")).get("spec") or {}).get("renewTime")

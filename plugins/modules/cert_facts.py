@@ -167,6 +167,18 @@ ansible_facts:
               ca: ca
               in_use: true
               served_on: endpoint/10.0.0.11:6443
+        managed_by:
+          description:
+            - Cluster managers that renew or replace this node's certificates themselves (Cluster API, Rancher), each with
+              C(manager), C(signal) and C(detail). The renewal modules leave such nodes alone unless told otherwise.
+            - The Node annotations are read through the API with C(kubelet.conf) only when O(probe) is true.
+          type: list
+          elements: dict
+          returned: always
+          sample:
+            - manager: Rancher
+              signal: /etc/rancher/agent/config.yaml
+              detail: "rancher-system-agent is configured: Rancher provisioned this node and rotates its certificates"
         summary:
           description: Counts by state, the soonest expiry, and file certs whose endpoint serves something else.
           type: dict
@@ -182,6 +194,7 @@ import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kubepki.fleet.plugins.module_utils import _managers
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import gather
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
@@ -211,8 +224,9 @@ def main():
     except CertError as exc:
         module.fail_json(msg="now: %s" % exc)
 
+    fs = NodeFS(params["rootfs"])
     facts = gather(
-        NodeFS(params["rootfs"]),
+        fs,
         distribution=params["distribution"],
         now=now,
         warn_days=params["warn_days"],
@@ -223,6 +237,7 @@ def main():
         probe_host=params["probe_host"],
         probe_timeout=params["probe_timeout"],
     )
+    facts["managed_by"] = _managers.find(fs, params["probe_timeout"]) if params["probe"] else _managers.from_files(fs)
     module.exit_json(changed=False, ansible_facts={"kubepki": facts})
 
 

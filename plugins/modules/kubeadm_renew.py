@@ -91,6 +91,13 @@ options:
     type: str
     choices: [needed, always]
     default: needed
+  renew_managed:
+    description:
+      - A node whose certificates a cluster manager renews or replaces itself - Cluster API (its Node carries
+        C(cluster.x-k8s.io/owner-kind), or the bootstrap sentinel file is present) or Rancher (rancher-system-agent is
+        configured) - is left alone and RV(managed_by) says why, unless this is V(true).
+    type: bool
+    default: false
   now:
     description:
       - Evaluate expiry at this ISO 8601 instant instead of the clock (planning only; certificates are issued at the clock).
@@ -190,6 +197,29 @@ reloads:
     - cert: apiserver
       component: kube-apiserver
       reason: "kube-apiserver v1.31 reloads its serving certificates on file change (...)"
+managed_by:
+  description: The cluster managers the node shows, each with the signal seen; non-empty means the node was left alone.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    manager:
+      description: V(Cluster API) or V(Rancher).
+      type: str
+    signal:
+      description: What shows it (a file, a Node annotation).
+      type: str
+    detail:
+      description: What that manager does with the certificates.
+      type: str
+  sample:
+    - manager: Cluster API
+      signal: Node annotation cluster.x-k8s.io/owner-kind=KubeadmControlPlane
+      detail: the node belongs to KubeadmControlPlane cp, which replaces or renews its machines' certificates itself
+msg:
+  description: Why the node was left alone, when it was.
+  returned: when RV(managed_by) is not empty
+  type: str
 method:
   description: The method used (V(kubeadm) or V(native)).
   returned: always
@@ -204,7 +234,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _managers, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 from ansible_collections.kubepki.fleet.plugins.module_utils._sign import SigningError
@@ -244,6 +274,7 @@ def main():
             kubeadm_config=dict(type="path"),
             repair_kubelet_conf=dict(type="bool", default=True),
             restart_policy=dict(type="str", default="needed", choices=["needed", "always"]),
+            renew_managed=dict(type="bool", default=False),
             now=dict(type="str"),
         ),
         supports_check_mode=True,
@@ -269,6 +300,12 @@ def main():
                              "certificate: restore it from a backup (playbooks/rollback.yml) first; nothing was changed" % exc)
 
     method = _choose_method(module)
+    managers = _managers.find(fs)
+    if managers and not params["renew_managed"]:
+        module.exit_json(changed=False, renewed=[], skipped_certs=[], restart=[], restart_plan=[], reloads=[], method=method,
+                         managed_by=managers,
+                         msg="left alone: %s. Renewing underneath it would fight it; let it renew, or set renew_managed=true "
+                             "to renew anyway" % "; ".join("%s (%s)" % (m["manager"], m["detail"]) for m in managers))
     restart_plan, reloads = _kubeadm.restart_plan(fs, [item.name for item in due], params["restart_policy"])
     if module.check_mode:
         renewed = []
@@ -290,7 +327,7 @@ def main():
                                  % (exc, "written before the failure: " + written if written else "nothing was written"),
                              changed=bool(renewed), renewed=renewed, exception=traceback.format_exc())
 
-    result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, method=method,
+    result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, method=method, managed_by=managers,
                   restart=[r["component"] for r in restart_plan], restart_plan=restart_plan, reloads=reloads)
     if module._diff:
         result["diff"] = {

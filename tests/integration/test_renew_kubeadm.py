@@ -167,6 +167,24 @@ def test_apiserver_restarted_only_for_its_client_certs_is_kept(fleet, tmp_path):
     assert all(after[name] != before[name] for name in client_certs), "rolled back"
 
 
+def test_a_node_cluster_api_owns_is_left_alone(fleet, tmp_path):
+    """Cluster API's machine controller annotates the Node it owns; renewing underneath it would fight it."""
+    node = "alpha-cp3"
+    kubectl = ["kubectl", "--kubeconfig", str(fleet.node_root("alpha-cp1") / "etc/kubernetes/admin.conf")]
+    annotate = subprocess.run(kubectl + ["annotate", "node", node, "cluster.x-k8s.io/owner-kind=KubeadmControlPlane",
+                                         "cluster.x-k8s.io/owner-name=alpha-cp"], capture_output=True, text=True, timeout=60, check=False)
+    assert annotate.returncode == 0, annotate.stderr
+    before = tree_digest([fleet.node_root(node) / "etc/kubernetes"], fleet.output)
+    try:
+        result = renew(fleet, tmp_path, "-l", node, "-e", "kubepki_force=true")
+    finally:
+        subprocess.run(kubectl + ["annotate", "node", node, "cluster.x-k8s.io/owner-kind-", "cluster.x-k8s.io/owner-name-"],
+                       capture_output=True, text=True, timeout=60, check=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "left alone: Cluster API (the node belongs to KubeadmControlPlane alpha-cp" in result.stdout
+    assert tree_digest([fleet.node_root(node) / "etc/kubernetes"], fleet.output) == before
+
+
 def test_component_that_never_comes_back_is_rolled_back(fleet, tmp_path):
     node, address = "alpha-cp1", ALPHA["alpha-cp1"]
     wrapper = fleet.node_root(node) / "opt/kubepki-lab/bin/kube-scheduler"

@@ -13,7 +13,7 @@ default: pkg/features/kube_features.go); the rotating cert is not modelled beyon
 
 Client cert: kubelet.conf (--kubeconfig) is read once at start, as the kubelet's client certificate
 manager loads kubelet-client-current.pem at start (pkg/kubelet/certificate/kubelet.go). With it the
-kubelet renews its Lease kube-node-lease/<node> every 10 s (pkg/kubelet/kubelet.go: 40 s lease
+kubelet registers its Node when absent and renews its Lease kube-node-lease/<node> every 10 s (pkg/kubelet/kubelet.go: 40 s lease
 duration x 0.25, component-helpers/apimachinery/lease/controller.go: get, create when absent,
 update renewTime); an expired or rejected client cert leaves the Lease unrenewed.
 
@@ -101,7 +101,7 @@ class LeaseRenewer:
             Path(pem.name).unlink()
         else:
             self.ctx.load_cert_chain(user["client-certificate"], user.get("client-key"))
-        self.last_error = None
+        self.last_error, self.registered = None, False
 
     def call(self, method: str, path: str, body: dict | None = None):
         conn = http.client.HTTPSConnection(self.url.hostname, self.url.port or 443, context=self.ctx, timeout=5)
@@ -113,9 +113,24 @@ class LeaseRenewer:
         finally:
             conn.close()
 
+    def register(self) -> None:
+        """The Node object, created when absent (pkg/kubelet/kubelet_node_status.go registerWithAPIServer)."""
+        status, _node = self.call("GET", f"/api/v1/nodes/{self.node}")
+        if status == 404:
+            status, answer = self.call("POST", "/api/v1/nodes", {
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": self.node, "labels": {"kubernetes.io/hostname": self.node}}})
+            if status not in (201, 409):
+                raise OSError(f"register node: HTTP {status} {answer.get('message', '')}")
+        elif status != 200:
+            raise OSError(f"GET node: HTTP {status}")
+        self.registered = True
+
     def renew(self) -> None:
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
+            if not self.registered:
+                self.register()
             status, lease = self.call("GET", f"{LEASES}/{self.node}")
             if status == 404:
                 lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",

@@ -98,3 +98,15 @@ def test_failure_half_way_reports_what_was_written(run_module, node, monkeypatch
     assert "admin.conf" in written and "apiserver" in written and "scheduler.conf" not in written
     assert "No space left on device" in result["msg"] and "written before the failure: " + ", ".join(written) in result["msg"]
     assert "Traceback" not in result["msg"] and "exception" in result
+
+
+def test_a_node_cluster_api_manages_is_left_alone_unless_told(run_module, node):
+    (node / "run/cluster-api").mkdir(parents=True)
+    (node / "run/cluster-api/bootstrap-success.complete").write_text("success\n")
+    before = digest(node)
+    result = run_module(kubeadm_renew, rootfs=str(node), method="native")
+    assert (result["changed"], result["renewed"]) == (False, [])
+    assert result["managed_by"][0]["manager"] == "Cluster API" and "renew_managed=true" in result["msg"]
+    assert digest(node) == before
+    result = run_module(kubeadm_renew, rootfs=str(node), method="native", renew_managed=True)
+    assert result["changed"] is True and result["managed_by"][0]["manager"] == "Cluster API"
