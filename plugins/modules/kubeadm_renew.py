@@ -325,7 +325,8 @@ def main():
             module.fail_json(msg="renewal failed: %s; %s. Each cert and key pair is replaced atomically: restore the "
                                  "node's backup (playbooks/rollback.yml), or fix the cause and run again"
                                  % (exc, "written before the failure: " + written if written else "nothing was written"),
-                             changed=bool(renewed), renewed=renewed, exception=traceback.format_exc())
+                             changed=bool(renewed), renewed=renewed, restart=[r["component"] for r in restart_plan],
+                             exception=traceback.format_exc())
 
     result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, method=method, managed_by=managers,
                   restart=[r["component"] for r in restart_plan], restart_plan=restart_plan, reloads=reloads)

@@ -98,6 +98,7 @@ def test_failure_half_way_reports_what_was_written(run_module, node, monkeypatch
     assert "admin.conf" in written and "apiserver" in written and "scheduler.conf" not in written
     assert "No space left on device" in result["msg"] and "written before the failure: " + ", ".join(written) in result["msg"]
     assert "Traceback" not in result["msg"] and "exception" in result
+    assert result["restart"] == ["kube-controller-manager", "kube-scheduler"]   # for the rollback
 
 
 def test_a_node_cluster_api_manages_is_left_alone_unless_told(run_module, node):
