@@ -7,6 +7,24 @@ import pytest
 from labutil import busy, lab_cli, labmod
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_demo_lab():
+    """`make demo` leaves its lab up on the default fleet's addresses: bring it down so no lab test skips."""
+    if labmod.DEFAULT_OUTPUT.exists():
+        res = lab_cli("down")
+        assert res.returncode == 0, f"could not bring the demo lab down: {res.stdout}{res.stderr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # pylint: disable=unused-argument
+    """A skipped lab test is not a pass: it fails, saying why it could not run (KUBEPKI_ALLOW_SKIP=1 to allow)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("KUBEPKI_ALLOW_SKIP") != "1":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome, report.longrepr = "failed", f"lab test could not run (a skip fails the suite): {reason}"
+
+
 @pytest.fixture(scope="module")
 def lab_fleet(tmp_path_factory):
     """The default fleet (tests/lab/fleet.yml, services running) in a tmp dir, torn down after the module."""
