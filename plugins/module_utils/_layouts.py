@@ -227,8 +227,41 @@ def _bind(host, probe_host):
     return probe_host if host in (None, "", "0.0.0.0", "::") else host
 
 
+KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
+KUBEADM_FLAGS_ENV = "/var/lib/kubelet/kubeadm-flags.env"
+
+
+def kubelet_serving_settings(fs):
+    """``(tlsCertFile, serverTLSBootstrap)`` from the kubelet config file and kubeadm's flags file (flags win)."""
+    config = {}
+    if HAS_YAML and fs.exists(KUBELET_CONFIG):
+        try:
+            with open(fs.real(KUBELET_CONFIG), "rb") as handle:
+                config = yaml_load(handle.read()) or {}
+        except Exception:  # pylint: disable=broad-except  # a broken config only costs us the hint
+            config = {}
+    cert, bootstrap = config.get("tlsCertFile"), bool(config.get("serverTLSBootstrap"))
+    if fs.exists(KUBEADM_FLAGS_ENV):
+        with open(fs.real(KUBEADM_FLAGS_ENV), "r") as handle:
+            for word in handle.read().replace('"', " ").split():
+                if word.startswith("--tls-cert-file="):
+                    cert = word.split("=", 1)[1]
+                elif word.split("=", 1)[0] == "--rotate-server-certificates":
+                    bootstrap = word.split("=", 1)[-1] != "false"
+    return cert, bootstrap
+
+
 def _kubelet_endpoint(fs, probe_host, extra_candidates=()):
-    candidates = [KUBELET_PKI + "/kubelet-server-current.pem"] + list(extra_candidates) + [KUBELET_PKI + "/kubelet.crt"]
+    """The kubelet's :10250 and the file it serves, chosen as upstream does (kubernetes cmd/kubelet/app/server.go
+    InitializeTLS; corrections.md §2): tlsCertFile; else, only with serverTLSBootstrap, kubelet-server-current.pem;
+    else ``extra_candidates`` (RKE1 passes --tls-cert-file) and the self-signed kubelet.crt."""
+    cert, bootstrap = kubelet_serving_settings(fs)
+    if cert:
+        candidates = [cert]
+    elif bootstrap:
+        candidates = [KUBELET_PKI + "/kubelet-server-current.pem"]
+    else:
+        candidates = list(extra_candidates) + [KUBELET_PKI + "/kubelet.crt"]
     return EndpointSpec("kubelet", probe_host, 10250, [c for c in candidates if fs.exists(c)])
 
 

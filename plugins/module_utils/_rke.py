@@ -103,9 +103,13 @@ def plan_regenerate(fs, now, threshold_days, force=False, served=None, tls_cert_
     item = _read_kubelet_crt(fs, now)
 
     other = None
+    configured_cert, bootstrap = _layouts.kubelet_serving_settings(fs)
     if tls_cert_file:
         other = "the kubelet is given --tls-cert-file=%s (services.kubelet.extra_args in cluster.yml)" % tls_cert_file
-    elif fs.exists(KUBELET_SERVER_CURRENT):
+    elif configured_cert:
+        other = "the kubelet serves tlsCertFile %s (%s)" % (configured_cert, _layouts.KUBELET_CONFIG)
+    elif bootstrap and fs.exists(KUBELET_SERVER_CURRENT):
+        # without serverTLSBootstrap a leftover kubelet-server-current.pem is not served (corrections.md §2)
         other = "the kubelet rotates its serving certificate through the API (%s, serverTLSBootstrap)" % KUBELET_SERVER_CURRENT
     elif served_ok and item["fingerprint_sha256"] and served["fingerprint_sha256"] != item["fingerprint_sha256"]:
         other = "%s serves %s, not %s" % (served["endpoint"], served["subject"], KUBELET_CRT)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from cryptography import x509
 
+from ansible_collections.kubepki.fleet.plugins.module_utils import _layouts
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import gather
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS, detect
 from ansible_collections.kubepki.fleet.tests.lab import pki
@@ -278,3 +279,20 @@ def test_absolute_symlinks_resolve_inside_rootfs(kubeadm_tree, now, tmp_path):
     os.symlink("/var/lib/kubelet/pki/" + target, link)
     entry = by_id(facts_of(root, now))["kubeconfig/kubelet.conf"]
     assert (entry["state"], entry["subject"]) == ("ok", "CN=system:node:w1,O=system:nodes")
+
+
+def test_kubelet_endpoint_expects_what_upstream_serves(kubeadm_tree, tmp_path):
+    """A leftover kubelet-server-current.pem is not served without serverTLSBootstrap (corrections.md §2)."""
+    root = tmp_path / "w1"
+    shutil.copytree(kubeadm_tree / "w1", root, symlinks=True)
+    fs = NodeFS(str(root))
+    (root / "var/lib/kubelet/pki/kubelet-server-current.pem").write_bytes(b"")
+
+    def expected():
+        layout = _layouts.layout_for(fs, "kubeadm", "worker", "127.0.0.1")
+        return list(next(e.expects for e in layout.endpoints if e.component == "kubelet"))
+
+    assert expected() == ["/var/lib/kubelet/pki/kubelet.crt"]
+    config = root / "var/lib/kubelet/config.yaml"
+    config.write_text(config.read_text() + "serverTLSBootstrap: true\n")
+    assert expected() == ["/var/lib/kubelet/pki/kubelet-server-current.pem"]

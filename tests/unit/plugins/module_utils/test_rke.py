@@ -106,8 +106,16 @@ def test_tls_cert_file_and_rotated_serving_cert_mean_kubelet_crt_is_not_in_use(n
     due, skipped = _rke.plan_regenerate(fs, now, 30, tls_cert_file="/etc/kubernetes/ssl/kube-kubelet-10-0-1-11.pem")
     assert due == [] and "--tls-cert-file=/etc/kubernetes/ssl/kube-kubelet-10-0-1-11.pem" in skipped[0]["reason"]
     (node / PKI_DIR / "kubelet-server-current.pem").write_bytes(b"")
+    # a leftover rotating cert is not served without serverTLSBootstrap (cmd/kubelet/app/server.go InitializeTLS)
+    due, skipped = _rke.plan_regenerate(fs, now, 30)
+    assert [i["name"] for i in due] == ["kubelet.crt"]
+    (node / "var/lib/kubelet/config.yaml").write_text("kind: KubeletConfiguration\nserverTLSBootstrap: true\n")
     due, skipped = _rke.plan_regenerate(fs, now, 30)
     assert due == [] and "serverTLSBootstrap" in skipped[0]["reason"]
+    (node / "var/lib/kubelet/config.yaml").write_text("kind: KubeletConfiguration\ntlsCertFile: /etc/pki/kubelet.pem\n")
+    (node / PKI_DIR / "kubelet-server-current.pem").unlink()
+    due, skipped = _rke.plan_regenerate(fs, now, 30)
+    assert due == [] and "tlsCertFile /etc/pki/kubelet.pem" in skipped[0]["reason"]
 
 
 def test_absent_kubelet_crt_says_what_to_do(node, now):
