@@ -302,7 +302,11 @@ def apply(fs, due, now, renewed=None):
             _files.write_file(fs.real(item.path), _kubeconfig_update(fs, item, _sign.cert_pem(ca_cert)))
         else:
             pem_path, pem, conf = _kubelet_client_files(fs, item, now)
-            _files.write_file(fs.real(pem_path), pem)
+            # as the kubelet's certificate store makes its cert dir (drwxr-xr-x on real nodes) when absent
+            pki_dir = fs.real(_layouts.KUBELET_PKI)
+            if not os.path.isdir(pki_dir):
+                os.makedirs(pki_dir, 0o755)
+            _files.write_file(fs.real(pem_path), pem, 0o600)
             link = fs.real(KUBELET_CLIENT_CURRENT, follow=False)
             temp_link = link + ".kubepki-tmp"
             if os.path.lexists(temp_link):

@@ -243,3 +243,21 @@ def test_a_threshold_at_or_above_the_new_lifetime_is_refused(node, now):
     with pytest.raises(_sign.SigningError, match=r"threshold_days=400 is not below the 365-day lifetime"):
         _kubeadm.plan(NodeFS(str(node)), now, threshold_days=400)
     assert _kubeadm.plan(NodeFS(str(node)), now, threshold_days=400, force=True)[0]
+
+
+def test_kubelet_conf_repair_creates_the_kubelet_cert_dir_when_absent(tmp_path, now):
+    """A real kubeadm tree can lack /var/lib/kubelet/pki (embedded kubelet.conf, the pre-1.17 init node)."""
+    cluster = pki.kubeadm_cluster(now, ca_issued_at=now - 800 * DAY)
+    pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True)
+    old = pki.new_leaf("system:node:cp1", cluster.ca, cluster.profile, now - 400 * DAY, "ecdsa", orgs=["system:nodes"])
+    conf_path = tmp_path / "etc/kubernetes/kubelet.conf"
+    conf = yaml.safe_load(conf_path.read_text())
+    conf["users"][0]["user"] = {"client-certificate-data": base64.b64encode(pki.cert_pem(old.cert)).decode(),
+                                "client-key-data": base64.b64encode(pki.key_pem(old.key)).decode()}
+    conf_path.write_text(yaml.safe_dump(conf))
+    shutil.rmtree(tmp_path / "var/lib/kubelet/pki")
+    fs = NodeFS(str(tmp_path))
+    _kubeadm.apply(fs, _kubeadm.plan(fs, now, threshold_days=30, names=["kubelet.conf"])[0], now)
+    assert stat.S_IMODE(os.stat(tmp_path / "var/lib/kubelet/pki").st_mode) == 0o755
+    assert os.path.islink(tmp_path / "var/lib/kubelet/pki/kubelet-client-current.pem")
+    assert stat.S_IMODE(os.stat(fs.real("/var/lib/kubelet/pki/kubelet-client-current.pem")).st_mode) == 0o600
