@@ -305,7 +305,8 @@ def apply(fs, due, now, renewed=None):
             # as the kubelet's certificate store makes its cert dir (drwxr-xr-x on real nodes) when absent
             pki_dir = fs.real(_layouts.KUBELET_PKI)
             if not os.path.isdir(pki_dir):
-                os.makedirs(pki_dir, 0o755)
+                os.makedirs(pki_dir)
+                os.chmod(pki_dir, 0o755)  # whatever the umask
             _files.write_file(fs.real(pem_path), pem, 0o600)
             link = fs.real(KUBELET_CLIENT_CURRENT, follow=False)
             temp_link = link + ".kubepki-tmp"
