@@ -6,6 +6,7 @@ The tests run in file order on one fleet: each builds on the state the previous 
 """
 import datetime
 import json
+import os
 import re
 import subprocess
 import time
@@ -95,7 +96,8 @@ def test_renewal_keeps_the_api_up_and_recovers_the_expired_cluster(fleet, tmp_pa
     # bravo's kubelet.conf was repaired (its client cert expired with the cluster) and kept: the restarted kubelet
     # renews its node Lease with the new client cert, as the verification showed.
     assert re.search(r"kubelet: kubelet \(PID \d+, started \S+\) renewed node Lease bravo-cp1", result.stdout), result.stdout
-    client = x509.load_pem_x509_certificate((fleet.node_root("bravo-cp1") / "var/lib/kubelet/pki/kubelet-client-current.pem").read_bytes())
+    link = fleet.node_root("bravo-cp1") / "var/lib/kubelet/pki/kubelet-client-current.pem"   # absolute, as the kubelet's
+    client = x509.load_pem_x509_certificate((fleet.node_root("bravo-cp1") / os.readlink(link).lstrip("/")).read_bytes())
     assert days_left(client) > 360 and cn(client) == "system:node:bravo-cp1"
     lease = subprocess.run(["kubectl", "--kubeconfig", str(fleet.node_root("bravo-cp1") / "etc/kubernetes/admin.conf"), "get", "lease",
                             "-n", "kube-node-lease", "bravo-cp1", "-o", "jsonpath={.spec.renewTime}"],
