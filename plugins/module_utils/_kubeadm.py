@@ -121,10 +121,16 @@ def _ca_pairs(fs):
 def inventory(fs):
     """``(items, skipped)``: kubeadm's renewable certs on this node; absent ones are skipped with a reason."""
     items, skipped = [], []
+    local_etcd = _layouts.kubeadm_local_etcd(fs)
     for name in RENEWABLE:
         if name in LEAF_FILES:
             base, ca_name = LEAF_FILES[name]
             path, key_path = "%s/%s.crt" % (PKI, base), "%s/%s.key" % (PKI, base)
+            if ca_name == "etcd-ca" and not local_etcd:
+                skipped.append({"name": name, "reason": "etcd is external (no etcd static pod): its certificates, "
+                                                        "apiserver-etcd-client included, come from the external etcd's CA; "
+                                                        "kubeadm does not renew them either"})
+                continue
             if not fs.exists(path):
                 skipped.append({"name": name, "reason": "%s is absent (external etcd, or not a control-plane node)" % path})
                 continue

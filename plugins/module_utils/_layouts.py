@@ -277,14 +277,29 @@ def _kubelet_files(fs, distribution):
     return files
 
 
+def kubeadm_local_etcd(fs):
+    """Stacked etcd (a static pod kubeadm manages and its certs), not an external one whose CA only was copied in.
+
+    kubeadm itself renews etcd certs only for local etcd (cmd/kubeadm/app/phases/certs/renewal/manager.go:
+    GetCertsWithoutEtcd when etcd is external)."""
+    return fs.exists(KUBEADM_MANIFESTS + "/etcd.yaml") or fs.exists(KUBEADM_PKI + "/etcd/server.crt")
+
+
 def kubeadm_layout(fs, node_role, probe_host):
     layout = Layout("kubeadm", node_role)
     control_plane = node_role == "control-plane"
-    local_etcd = fs.exists(KUBEADM_PKI + "/etcd/ca.crt") or fs.exists(KUBEADM_MANIFESTS + "/etcd.yaml")
+    local_etcd = kubeadm_local_etcd(fs)
     certs = KUBEADM_CERTS + (KUBEADM_ETCD_CERTS if local_etcd else ()) if control_plane else KUBEADM_CERTS[:1]
     for name, base, component, _ca in certs:
         layout.files.append(FileSpec("kubeadm/" + name, name, "%s/%s.crt" % (KUBEADM_PKI, base), component, "kubeadm",
                                      key_path="%s/%s.key" % (KUBEADM_PKI, base), required=True))
+    if control_plane and not local_etcd:
+        # external etcd: the client cert and CA the user copied in (kubeadm docs, setup-ha-etcd-with-kubeadm) expire too
+        flags = static_pod_flags(fs, KUBEADM_MANIFESTS + "/kube-apiserver.yaml")
+        for name, flag, key_flag in (("etcd-ca", "etcd-cafile", None), ("apiserver-etcd-client", "etcd-certfile", "etcd-keyfile")):
+            if flags.get(flag):
+                layout.files.append(FileSpec("kubeadm/" + name, name, flags[flag], "ca" if name == "etcd-ca" else "kube-apiserver",
+                                             "kubeadm", key_path=flags.get(key_flag) if key_flag else None, required=True))
     if control_plane:
         for name, component in KUBEADM_KUBECONFIGS:
             path = "/etc/kubernetes/" + name

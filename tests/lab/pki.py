@@ -529,6 +529,10 @@ class KubeadmCluster:
     service_subnet: str
     dns_domain: str
     external_ca: bool
+    # external etcd: its own CA (the etcd cluster's, not kubeadm's) and URL; the user copies its ca.crt and an
+    # apiserver-etcd-client pair into pki/ (kubeadm docs setup-ha-etcd-with-kubeadm.md, "Copy the following files")
+    external_etcd_ca: Pair | None = None
+    external_etcd_url: str | None = None
 
     @property
     def service_ip(self) -> str:
@@ -543,12 +547,15 @@ class KubeadmCluster:
 def kubeadm_cluster(now: datetime | None = None, *, ca_issued_at: datetime | None = None, style: str = "current",
                     key: str = "rsa", control_plane_endpoint: str | None = None, cluster_name: str = "kubernetes",
                     service_subnet: str = "10.96.0.0/12", dns_domain: str = "cluster.local",
-                    external_ca: bool = False, external_etcd: bool = False) -> KubeadmCluster:
+                    external_ca: bool = False, external_etcd: bool = False,
+                    external_etcd_url: str | None = None) -> KubeadmCluster:
     """Create the cluster-wide kubeadm material once: ca, front-proxy-ca, etcd/ca, sa.key.
 
     ``style``: "current" (kubeadm v1.31+) or "v1.28" (v1.28-v1.30 validity and subjects).
     ``key``: "rsa" (RSA-2048, default) or "ecdsa" (ECDSA-P256).  ``external_ca``: ca.key is not
-    written on nodes.  ``external_etcd``: no etcd CA, etcd certs or etcd manifest.
+    written on nodes.  ``external_etcd``: no etcd CA, etcd certs or etcd manifest; with ``external_etcd_url``
+    the external etcd's CA (``external_etcd_ca``, also for the etcd servers' own certs) and the copied client
+    material (pki/etcd/ca.crt without key, apiserver-etcd-client) with the apiserver's --etcd-* flags.
     """
     profile = KUBEADM_STYLES[style]
     issued = utc(ca_issued_at if ca_issued_at is not None else now)
@@ -558,7 +565,9 @@ def kubeadm_cluster(now: datetime | None = None, *, ca_issued_at: datetime | Non
         front_proxy_ca=new_ca("front-proxy-ca", profile, issued, key),
         etcd_ca=None if external_etcd else new_ca("etcd-ca", profile, issued, key),
         sa_key=new_key(key), cluster_name=cluster_name, control_plane_endpoint=control_plane_endpoint,
-        service_subnet=service_subnet, dns_domain=dns_domain, external_ca=external_ca)
+        service_subnet=service_subnet, dns_domain=dns_domain, external_ca=external_ca,
+        external_etcd_ca=new_ca("etcd-ca", profile, issued, key) if external_etcd and external_etcd_url else None,
+        external_etcd_url=external_etcd_url if external_etcd else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -624,6 +633,9 @@ def build_kubeadm_control_plane(root: str | os.PathLike, cluster: KubeadmCluster
     cas = [("ca", cl.ca, not cl.external_ca), ("front-proxy-ca", cl.front_proxy_ca, True)]
     if cl.etcd_ca is not None:
         cas.append(("etcd/ca", cl.etcd_ca, True))
+    elif cl.external_etcd_ca is not None:
+        cas.append(("etcd/ca", cl.external_etcd_ca, False))
+        leaves.append(("apiserver-etcd-client", cl.external_etcd_ca, "kube-apiserver-etcd-client", (), ["client"], (), ()))
     for base, pair, with_key in cas:
         w.certs(f"{PKI}/{base}.crt", pair.cert)
         if with_key:
@@ -783,6 +795,10 @@ def _kubeadm_manifests(cl: KubeadmCluster, node: str, ip: str, net: KubeadmNet,
     if cl.etcd_ca is not None:
         api.update({"etcd-cafile": f"{PKI}/etcd/ca.crt", "etcd-certfile": f"{PKI}/apiserver-etcd-client.crt",
                     "etcd-keyfile": f"{PKI}/apiserver-etcd-client.key", "etcd-servers": etcd_url})
+    elif cl.external_etcd_ca is not None:
+        # ClusterConfiguration etcd.external caFile/certFile/keyFile, as the kubeadm HA-etcd docs set them
+        api.update({"etcd-cafile": f"{PKI}/etcd/ca.crt", "etcd-certfile": f"{PKI}/apiserver-etcd-client.crt",
+                    "etcd-keyfile": f"{PKI}/apiserver-etcd-client.key", "etcd-servers": cl.external_etcd_url})
     else:
         # external etcd: its client material is the user's, outside kubeadm's set; plain URL only
         api["etcd-servers"] = "https://etcd.external.invalid:2379"

@@ -261,3 +261,21 @@ def test_kubelet_conf_repair_creates_the_kubelet_cert_dir_when_absent(tmp_path, 
     assert stat.S_IMODE(os.stat(tmp_path / "var/lib/kubelet/pki").st_mode) == 0o755
     assert os.path.islink(tmp_path / "var/lib/kubelet/pki/kubelet-client-current.pem")
     assert stat.S_IMODE(os.stat(fs.real("/var/lib/kubelet/pki/kubelet-client-current.pem")).st_mode) == 0o600
+
+
+def test_external_etcd_renews_kubeadms_certs_and_leaves_the_etcd_client_alone(tmp_path, now):
+    """kubeadm renews no etcd cert with external etcd (renewal/manager.go GetCertsWithoutEtcd); its CA key is
+    not on the node, which must not stop the renewal of the rest."""
+    cluster = pki.kubeadm_cluster(now, ca_issued_at=now - 400 * DAY, external_etcd=True,
+                                  external_etcd_url="https://10.0.0.50:2379")
+    pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True,
+                                    leaf_issued_at=now - 350 * DAY)
+    fs = NodeFS(str(tmp_path))
+    assert not (tmp_path / "etc/kubernetes/pki/etcd/ca.key").exists()
+    due, skipped = _kubeadm.plan(fs, now, threshold_days=30)
+    assert {i.name for i in due} == ALL - {"apiserver-etcd-client", "etcd-healthcheck-client", "etcd-peer", "etcd-server"}
+    assert "etcd is external" in next(s["reason"] for s in skipped if s["name"] == "apiserver-etcd-client")
+    entries = {e["id"]: e for e in gather(fs, now=now, probe=False)["certs"]}
+    assert entries["kubeadm/apiserver-etcd-client"]["externally_managed"] is True
+    assert entries["kubeadm/apiserver-etcd-client"]["state"] == "warning"
+    assert "kubeadm/etcd-server" not in entries
