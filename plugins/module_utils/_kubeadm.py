@@ -210,9 +210,9 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
             item.cert, ca_cert, validity_days, None if item.kind == "kubelet-conf" else configured_validity, version)
         not_after = now + item.lifetime
         if not force and item.lifetime <= threshold:
+            days = item.lifetime.total_seconds() / 86400
             refusals.append("%s: threshold_days=%s is not below the %.0f-day lifetime it would be renewed with, so every "
-                            "run would renew it again; use a smaller threshold_days" % (item.name, threshold_days,
-                                                                                      item.lifetime.total_seconds() / 86400))
+                            "run would renew it again; use a smaller threshold_days" % (item.name, threshold_days, days))
             continue
         try:
             _sign.check_ca(ca_cert, ca_key, item.ca_name, now, not_after)
