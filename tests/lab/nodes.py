@@ -15,7 +15,10 @@ the supervisor's processes (e.g. kube-apiserver built from source).
 
 kubeadm clusters stand for the kubeadm/Kubernetes line of their key `kubeadm_version:` (v1.31, the
 default, or v1.28): tree, validity, subjects and images as pki.kubeadm_cluster(style=...) writes them,
-and the kubelet of that version (v1.28 reads its serving cert once, v1.31 reloads it).
+and the kubelet of that version (v1.28 reads its serving cert once, v1.31 reloads it). Key `etcd:
+external` gives the cluster an etcd outside kubeadm (a systemd unit with its own CA on the first control
+plane; the control planes hold its ca.crt and an apiserver-etcd-client pair, as kubeadm's external-etcd
+docs have the user copy them); single control plane only.
 
 Scenarios (cluster key `scenario:`), times relative to `up`:
     kubeadm  fresh            everything issued 30 days ago
@@ -144,8 +147,39 @@ def _kubeadm_cluster(node) -> dict:
     first = min(leaf_at.values()) if leaf_at else now - _days(30)
     # HA: the first control plane's address stands in for a load balancer
     endpoint = f"{cps[0].address}:6443" if len(cps) > 1 else None
-    return {"now": now, "cluster": pki.kubeadm_cluster(now, ca_issued_at=first, control_plane_endpoint=endpoint, style=style),
-            "cps": cps, "leaf_at": leaf_at, "first": first, "kubelet_version": pki.KUBEADM_IMAGES[style][0]}
+    etcd = str(node.cluster.vars.get("kubepki_etcd", "stacked"))
+    if etcd not in ("stacked", "external"):
+        raise ValueError(f"cluster {node.cluster.name}: etcd {etcd!r} is not stacked or external")
+    # external: one etcd outside kubeadm (a systemd unit on the first control plane), as kubeadm's external etcd
+    external_url = f"https://{cps[0].address}:2379" if etcd == "external" else None
+    cluster = pki.kubeadm_cluster(now, ca_issued_at=first, control_plane_endpoint=endpoint, style=style,
+                                  external_etcd=etcd == "external", external_etcd_url=external_url)
+    return {"now": now, "cluster": cluster, "cps": cps, "leaf_at": leaf_at, "first": first,
+            "kubelet_version": pki.KUBEADM_IMAGES[style][0]}
+
+
+EXTERNAL_ETCD_PKI = "/run/kubepki-lab/etcd-pki"   # the external etcd's own files: not kubeadm's, not renewed by us
+
+
+def _external_etcd_unit(root: Path, m: dict, node) -> dict:
+    """etcd as a systemd unit with its own CA and certs (the external etcd cluster's), client certs required."""
+    ca, ip = m["cluster"].external_etcd_ca, node.address
+    pki_dir = root / EXTERNAL_ETCD_PKI.lstrip("/")
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    (pki_dir / "ca.crt").write_bytes(pki.cert_pem(ca.cert))
+    pair = pki.new_leaf(node.name, ca, m["cluster"].profile, m["now"] - _days(30), "rsa", eku=["server", "client"],
+                        dns=[node.name, "localhost"], ips=[ip, "127.0.0.1"])
+    (pki_dir / "server.crt").write_bytes(pki.cert_pem(pair.cert))
+    (pki_dir / "server.key").write_bytes(pki.key_pem(pair.key))
+    (pki_dir / "server.key").chmod(0o600)
+    d = EXTERNAL_ETCD_PKI
+    return {"argv": ["etcd", f"--name={node.name}", "--data-dir=/var/lib/etcd",
+                     f"--listen-client-urls=https://{ip}:2379", f"--advertise-client-urls=https://{ip}:2379",
+                     f"--listen-peer-urls=https://{ip}:2380", f"--initial-advertise-peer-urls=https://{ip}:2380",
+                     f"--initial-cluster={node.name}=https://{ip}:2380", f"--cert-file={d}/server.crt",
+                     f"--key-file={d}/server.key", f"--trusted-ca-file={d}/ca.crt", "--client-cert-auth=true",
+                     f"--peer-cert-file={d}/server.crt", f"--peer-key-file={d}/server.key",
+                     f"--peer-trusted-ca-file={d}/ca.crt", "--peer-client-cert-auth=true"]}
 
 
 def _kubeadm_node(node, root: Path, m: dict):
@@ -163,6 +197,7 @@ def _kubeadm_node(node, root: Path, m: dict):
         pki.build_kubeadm_control_plane(root, m["cluster"], node.name, ip, now=now, leaf_issued_at=m["leaf_at"][node.name],
                                         init_node=index == 0, net=net,
                                         etcd_members=[(n.name, n.address) for n in m["cps"][:index + 1]], **kubelet)
+        (root / "var/lib/etcd").mkdir(parents=True, exist_ok=True)
         (root / "var/lib/etcd").chmod(0o700)
         listen += [f"{ip}:{p}" for p in (6443, 2379, 2380, 10257, 10259)]
         if node.cluster.scenario == "expired_7d":
@@ -177,7 +212,10 @@ def _kubeadm_node(node, root: Path, m: dict):
             "--kubeconfig=/etc/kubernetes/kubelet.conf", "--config=/var/lib/kubelet/config.yaml",
             "--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock", f"--node-ip={ip}",
             "--pod-infra-container-image=registry.k8s.io/pause:3.10"]
-    return {"kubelet": {"argv": argv}}, [], listen, restore
+    units = {"kubelet": {"argv": argv}}
+    if m["cluster"].external_etcd_ca is not None and node.name == m["cps"][0].name:
+        units["etcd"] = _external_etcd_unit(root, m, node)
+    return units, [], listen, restore
 
 
 def _boot_twins(root: Path, m: dict, node, net, index: int) -> list:

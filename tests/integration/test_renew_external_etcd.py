@@ -1,0 +1,94 @@
+"""renew.yml on a kubeadm control plane whose etcd is external (kubeadm's etcd.external: an etcd with its own CA,
+whose ca.crt and an apiserver-etcd-client pair the user copied into /etc/kubernetes/pki): kubeadm's own certs are
+renewed and in use, the etcd client material is left to its owner, and a failed renewal rolls back cleanly.
+
+Its own lab (echo, kubeadm v1.31, leaves expiring in 17 days) on 127.0.5.11, beside the default fleet. The tests run
+in file order on one lab.
+"""
+import os
+import re
+import subprocess
+import time
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import hashes
+
+from labutil import ansible, busy, days_left, lab_cli, labmod, listening, served, tree_digest, wait_for
+
+NODE, ADDRESS = "echo-cp1", "127.0.5.11"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    taken = busy([(ADDRESS, 22)])
+    if taken:
+        pytest.skip(f"addresses busy ({', '.join(taken)}): another lab runs there")
+    default = yaml.safe_load(labmod.DEFAULT_FLEET.read_text())
+    echo = {"name": "echo", "distribution": "kubeadm", "scenario": "expiring_20d", "etcd": "external",
+            "nodes": [{"name": NODE, "role": "control-plane", "address": ADDRESS}]}
+    base = tmp_path_factory.mktemp("echo")
+    spec = base / "fleet.yml"
+    spec.write_text(yaml.safe_dump({"packages": default["packages"], "hooks": default["hooks"], "clusters": [echo]}))
+    output = base / "lab"
+    res = lab_cli("up", "--fleet", str(spec), "--output", str(output))
+    if res.returncode:
+        lab_cli("down", "--output", str(output))
+        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
+    yield labmod.Lab(output)
+    lab_cli("down", "--output", str(output))
+
+
+def renew(lab, tmp_path, *args):
+    result = ansible(["ansible-playbook", "playbooks/renew.yml", "-i", str(lab.output / "inventory.ini"),
+                      "-e", "report_dir=%s" % (tmp_path / "report"), *args])
+    print(result.stdout[-3000:])
+    return result
+
+
+def etcd_client(lab):
+    return (lab.node_root(NODE) / "etc/kubernetes/pki/apiserver-etcd-client.crt").read_bytes()
+
+
+def kubectl_works(lab):
+    res = subprocess.run(["kubectl", "--kubeconfig", str(lab.node_root(NODE) / "etc/kubernetes/admin.conf"), "get", "ns"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    return res.returncode == 0 and "kube-system" in res.stdout
+
+
+def test_kubeadm_certs_renewed_and_the_external_etcd_client_left_to_its_owner(lab, tmp_path):
+    assert wait_for(lambda: kubectl_works(lab), "the apiserver to answer through the external etcd", 60)
+    client_before = etcd_client(lab)
+    old = served(ADDRESS, 6443).fingerprint(hashes.SHA256())
+    result = renew(lab, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert served(ADDRESS, 6443).fingerprint(hashes.SHA256()) != old and days_left(served(ADDRESS, 6443)) > 360
+    assert etcd_client(lab) == client_before
+    assert kubectl_works(lab)
+    report = (tmp_path / "report" / "kubepki-report.json").read_text()
+    assert '"kubeadm/apiserver-etcd-client"' in report
+
+
+def test_failed_renewal_rolls_back_without_touching_etcd(lab, tmp_path):
+    """A scheduler that never comes back on the new kubeconfig: the node is restored; the rollback restarts
+    what the renewal restarted, and there is no etcd static pod to restart (it used to fail: 'No first item')."""
+    wrapper = lab.node_root(NODE) / "opt/kubepki-lab/bin/kube-scheduler"
+    original = wrapper.read_text()
+    conf = (lab.node_root(NODE) / "etc/kubernetes/scheduler.conf").read_text()
+    user_cert = re.search(r"client-certificate-data: (\S+)", conf).group(1)
+    wrapper.write_text("#!/bin/sh\ngrep -q '%s' /etc/kubernetes/scheduler.conf || { echo 'injected fault' >&2; exit 1; }\n%s"
+                       % (user_cert[120:184], original.split("\n", 1)[1]))
+    before = {k: v for k, v in tree_digest([lab.node_root(NODE) / "etc/kubernetes"], lab.output).items()}
+    try:
+        result = renew(lab, tmp_path, "-e", "kubepki_force=true", "-e", "restart_control_plane_timeout=20",
+                       "-e", "verify_control_plane_retries=10")
+    finally:
+        wrapper.write_text(original)
+    assert result.returncode != 0
+    assert "It was rolled back" in result.stdout and "No first item" not in result.stdout
+    wait_for(lambda: listening(ADDRESS, 10259), "the scheduler to listen again")
+    assert tree_digest([lab.node_root(NODE) / "etc/kubernetes"], lab.output) == before
+    time.sleep(1)
+    assert kubectl_works(lab)
