@@ -265,14 +265,14 @@ def summarize(entries):
 
 
 def gather(fs, distribution="auto", now=None, warn_days=30, paths=(), kubeconfigs=(), user_kubeconfigs=True,
-           probe=True, probe_host=None, probe_timeout=3.0):
+           probe=True, probe_host=None, probe_timeout=3.0, rke1_address=None):
     """The ``ansible_facts.kubepki`` dictionary of the node under ``fs``."""
     detected, node_role = _layouts.detect(fs)
     if distribution == "auto":
         distribution = detected
     elif distribution != detected:
         node_role = "unknown" if detected == "none" else node_role
-    layout = _layouts.layout_for(fs, distribution, node_role, probe_host or "127.0.0.1")
+    layout = _layouts.layout_for(fs, distribution, node_role, probe_host or "127.0.0.1", rke1_address)
 
     found_list = [f for f in (read_file_spec(fs, spec) for spec in layout.files) if f is not None]
     for spec in layout.kubeconfigs:

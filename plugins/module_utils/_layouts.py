@@ -334,7 +334,9 @@ def kubeadm_layout(fs, node_role, probe_host):
     return layout
 
 
-def rke1_layout(fs, node_role, probe_host):
+def rke1_layout(fs, node_role, probe_host, rke1_address=None):
+    """``rke1_address``: the node's internal_address in cluster.yml when set and not its address; RKE names the
+    node's kube-etcd-/kube-kubelet- certs after it (rancher/rke pki/util.go GetCrtNameForHost)."""
     layout = Layout("rke1", node_role)
     required = {"kube-ca", "kube-node", "kube-proxy"}
     if node_role == "control-plane":
@@ -348,7 +350,7 @@ def rke1_layout(fs, node_role, probe_host):
         layout.kubeconfigs.append(KubeconfigSpec("kubeconfig/" + base, base, path, component_of(base[len("kubecfg-"):-5]), "rke1"))
     layout.files.extend(_kubelet_files(fs, "rke1"))
 
-    address = probe_host.replace(".", "-").replace(":", "-").lower()
+    address = (rke1_address or probe_host).replace(".", "-").replace(":", "-").lower()
     if "kube-apiserver" in present:
         layout.endpoints.append(EndpointSpec("kube-apiserver", probe_host, 6443, [RKE1_SSL + "/kube-apiserver.pem"]))
     if "kube-etcd-" + address in present:
@@ -401,11 +403,11 @@ def rancher_layout(fs, program, node_role, probe_host):
     return layout
 
 
-def layout_for(fs, distribution, node_role, probe_host):
+def layout_for(fs, distribution, node_role, probe_host, rke1_address=None):
     if distribution == "kubeadm":
         return kubeadm_layout(fs, node_role, probe_host)
     if distribution == "rke1":
-        return rke1_layout(fs, node_role, probe_host)
+        return rke1_layout(fs, node_role, probe_host, rke1_address)
     if distribution in ("k3s", "rke2"):
         return rancher_layout(fs, distribution, node_role, probe_host)
     return Layout("none", node_role)

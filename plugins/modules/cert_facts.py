@@ -80,6 +80,12 @@ options:
       - Seconds to wait for each endpoint's TLS handshake.
     type: float
     default: 3.0
+  rke1_address:
+    description:
+      - RKE1 only - the node's C(internal_address) in C(cluster.yml) when it is set and differs from its C(address).
+        RKE names the node's C(kube-etcd-<addr>.pem) and C(kube-kubelet-<addr>.pem) after it (rancher/rke
+        C(pki/util.go) C(GetCrtNameForHost)). Default - O(probe_host).
+    type: str
 notes:
   - An absent C(super-admin.conf) is not reported, because kubeadm only writes it on the node that ran C(kubeadm init).
 seealso:
@@ -214,6 +220,7 @@ def main():
             probe=dict(type="bool", default=True),
             probe_host=dict(type="str", default="127.0.0.1"),
             probe_timeout=dict(type="float", default=3.0),
+            rke1_address=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -236,6 +243,7 @@ def main():
         probe=params["probe"],
         probe_host=params["probe_host"],
         probe_timeout=params["probe_timeout"],
+        rke1_address=params["rke1_address"],
     )
     facts["managed_by"] = _managers.find(fs, params["probe_timeout"]) if params["probe"] else _managers.from_files(fs)
     module.exit_json(changed=False, ansible_facts={"kubepki": facts})

@@ -296,3 +296,18 @@ def test_kubelet_endpoint_expects_what_upstream_serves(kubeadm_tree, tmp_path):
     config = root / "var/lib/kubelet/config.yaml"
     config.write_text(config.read_text() + "serverTLSBootstrap: true\n")
     assert expected() == ["/var/lib/kubelet/pki/kubelet-server-current.pem"]
+
+
+def test_rke1_node_certs_are_named_after_the_internal_address(tmp_path, now):
+    """rke pki/util.go GetCrtNameForHost: internal_address when set and not the address (corrections.md §5)."""
+    nodes = [pki.RkeNode("203.0.113.11", ("controlplane", "etcd"), internal_address="10.0.1.11")]
+    cluster = pki.rke1_cluster(nodes, now, leaf_issued_at=now - 100 * pki.DAY)
+    pki.build_rke1_node(tmp_path, cluster, "203.0.113.11")
+    assert (tmp_path / "etc/kubernetes/ssl/kube-etcd-10-0-1-11.pem").exists()
+
+    def etcd_expects(**kwargs):
+        layout = _layouts.layout_for(NodeFS(str(tmp_path)), "rke1", "control-plane", "203.0.113.11", **kwargs)
+        return [list(e.expects) for e in layout.endpoints if e.component == "etcd"]
+
+    assert etcd_expects() == []   # the inventory address names no cert: etcd would go unchecked
+    assert etcd_expects(rke1_address="10.0.1.11") == [["/etc/kubernetes/ssl/kube-etcd-10-0-1-11.pem"]]
