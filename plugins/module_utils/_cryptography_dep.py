@@ -5,13 +5,14 @@
 #
 # PRIVATE to the collection kubepki.fleet. Do not use this from other collections or roles.
 
-"""The one place that imports cryptography, so a missing library gives one clear error."""
+"""The one place that imports cryptography (and checks PyYAML), so a missing library gives one clear error."""
 
 from __future__ import annotations
 
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.common import yaml as common_yaml
 
 MINIMUM_CRYPTOGRAPHY_VERSION = "3.4"
 
@@ -45,3 +46,11 @@ def assert_cryptography(module):
             ),
             exception=CRYPTOGRAPHY_IMPORT_ERROR,
         )
+
+
+def assert_yaml(module):
+    """Fail the module, naming the package, when PyYAML is absent on the node (kubeconfigs are YAML)."""
+    if not common_yaml.HAS_YAML:
+        module.fail_json(msg=missing_required_lib(
+            "PyYAML", reason="to read and rewrite kubeconfigs (Debian/Ubuntu: apt install python3-yaml; RHEL: dnf install "
+                             "python3-pyyaml); nothing was changed"))

@@ -18,7 +18,7 @@ import datetime
 import os
 import re
 
-from ansible.module_utils.common.yaml import yaml_dump, yaml_load, yaml_load_all
+from ansible.module_utils.common import yaml as common_yaml  # its yaml_* exist only with PyYAML: assert_yaml first
 
 from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _layouts, _reload, _sign, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_node_file
@@ -98,7 +98,7 @@ def _current_user(config, path):
 
 def _load_kubeconfig(fs, path):
     text = read_node_file(fs, path)
-    config = yaml_load(text)
+    config = common_yaml.yaml_load(text)
     if not isinstance(config, dict):
         raise CertError("%s is not a kubeconfig" % path)
     return text, config
@@ -232,7 +232,7 @@ def configured_validity(fs, path):
     """``certificateValidityPeriod`` of the ClusterConfiguration in the kubeadm config file ``path``
     (kubeadm.k8s.io/v1beta4, kubeadm v1.31+: cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go), or None."""
     try:
-        documents = list(yaml_load_all(read_node_file(fs, path)))
+        documents = list(common_yaml.yaml_load_all(read_node_file(fs, path)))
     except Exception as exc:  # pylint: disable=broad-except  # any YAML error is bad input here
         raise CertError("%s is not valid YAML (%s): fix it or leave kubeadm_config unset" % (path, str(exc).splitlines()[0]))
     for doc in documents:
@@ -268,8 +268,8 @@ def _kubeconfig_update(fs, item, ca_pem):
     user["client-certificate-data"] = _b64(_sign.cert_pem(item.new_cert))
     user["client-key-data"] = _b64(_sign.key_pem(item.new_key))
     cluster["certificate-authority-data"] = _b64(ca_pem)
-    text = yaml_dump(config, default_flow_style=False).encode("utf-8")
-    check = _current_user(yaml_load(text), item.path)
+    text = common_yaml.yaml_dump(config, default_flow_style=False).encode("utf-8")
+    check = _current_user(common_yaml.yaml_load(text), item.path)
     cert = _x509.load_certificates(base64.b64decode(check["client-certificate-data"]), item.path)[0]
     key = _x509.load_private_key(base64.b64decode(check["client-key-data"]), item.path)
     if _x509.serial_hex(cert) != _x509.serial_hex(item.new_cert) or not _x509.key_matches(cert, key):
@@ -285,7 +285,7 @@ def _kubelet_client_files(fs, item, now):
     for field in ("client-certificate-data", "client-key-data"):
         user.pop(field, None)
     user["client-certificate"] = user["client-key"] = KUBELET_CLIENT_CURRENT
-    return pem_path, _sign.cert_pem(item.new_cert) + _sign.key_pem(item.new_key), yaml_dump(config, default_flow_style=False).encode("utf-8")
+    return pem_path, _sign.cert_pem(item.new_cert) + _sign.key_pem(item.new_key), common_yaml.yaml_dump(config, default_flow_style=False).encode("utf-8")
 
 
 def apply(fs, due, now, renewed=None):

@@ -13,7 +13,7 @@ import base64
 import binascii
 import os
 
-from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
+from ansible.module_utils.common import yaml as common_yaml  # yaml_load exists only with PyYAML
 
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
 
@@ -63,10 +63,10 @@ def _named(items, key):
 
 def parse(text, path):
     """The users of the kubeconfig ``text`` read from ``path``, current-context's user first."""
-    if not HAS_YAML:
+    if not common_yaml.HAS_YAML:
         raise CertError("PyYAML is missing on the node; install python3-yaml to read %s" % path)
     try:
-        config = yaml_load(text)
+        config = common_yaml.yaml_load(text)
     except Exception as exc:  # pylint: disable=broad-except  # any YAML error is bad input here
         raise CertError("%s is not valid YAML (%s)" % (path, str(exc).splitlines()[0] if str(exc) else exc))
     if not isinstance(config, dict) or not isinstance(config.get("users", []), list):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import glob
 import os
 
-from ansible.module_utils.common.yaml import HAS_YAML, yaml_load
+from ansible.module_utils.common import yaml as common_yaml  # yaml_load exists only with PyYAML
 
 DISTRIBUTIONS = ("kubeadm", "rke1", "k3s", "rke2")
 
@@ -182,11 +182,11 @@ def detect(fs):
 
 def _static_pod_container(fs, path):
     """The first container of a static pod manifest, or None if unusable."""
-    if not HAS_YAML:
+    if not common_yaml.HAS_YAML:
         return None
     try:
         with open(fs.real(path), "rb") as handle:
-            manifest = yaml_load(handle.read())
+            manifest = common_yaml.yaml_load(handle.read())
         container = manifest["spec"]["containers"][0]
         return container if isinstance(container, dict) else None
     except Exception:  # pylint: disable=broad-except  # a broken manifest only costs us its hints
@@ -234,10 +234,10 @@ KUBEADM_FLAGS_ENV = "/var/lib/kubelet/kubeadm-flags.env"
 def kubelet_serving_settings(fs):
     """``(tlsCertFile, serverTLSBootstrap)`` from the kubelet config file and kubeadm's flags file (flags win)."""
     config = {}
-    if HAS_YAML and fs.exists(KUBELET_CONFIG):
+    if common_yaml.HAS_YAML and fs.exists(KUBELET_CONFIG):
         try:
             with open(fs.real(KUBELET_CONFIG), "rb") as handle:
-                config = yaml_load(handle.read()) or {}
+                config = common_yaml.yaml_load(handle.read()) or {}
         except Exception:  # pylint: disable=broad-except  # a broken config only costs us the hint
             config = {}
     cert, bootstrap = config.get("tlsCertFile"), bool(config.get("serverTLSBootstrap"))

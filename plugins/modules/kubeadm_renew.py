@@ -235,7 +235,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _managers, _x509
-from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography
+from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography, assert_yaml
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 from ansible_collections.kubepki.fleet.plugins.module_utils._sign import SigningError
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
@@ -280,6 +280,7 @@ def main():
         supports_check_mode=True,
     )
     assert_cryptography(module)
+    assert_yaml(module)
     params = module.params
     fs = NodeFS(params["rootfs"])
     if not os.path.isdir(fs.real(_kubeadm.PKI)):

@@ -111,3 +111,12 @@ def test_a_node_cluster_api_manages_is_left_alone_unless_told(run_module, node):
     assert digest(node) == before
     result = run_module(kubeadm_renew, rootfs=str(node), method="native", renew_managed=True)
     assert result["changed"] is True and result["managed_by"][0]["manager"] == "Cluster API"
+
+
+def test_a_node_without_pyyaml_is_told_which_package(run_module, node, monkeypatch):
+    from ansible.module_utils.common import yaml as common_yaml
+    monkeypatch.setattr(common_yaml, "HAS_YAML", False)
+    before = digest(node)
+    result = run_module(kubeadm_renew, rootfs=str(node))
+    assert result["failed"] and "PyYAML" in result["msg"] and "python3-yaml" in result["msg"]
+    assert digest(node) == before
