@@ -1,7 +1,9 @@
 """Helpers of the integration tests: the lab CLI, SSH into its nodes, TLS probes, Ansible runs."""
+import contextlib
 import datetime
 import hashlib
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -102,3 +104,19 @@ def tree_digest(directories, relative_to):
                     content = hashlib.sha256(handle.read()).hexdigest()
                 result[os.path.relpath(path, relative_to)] = (content, os.stat(path).st_mode & 0o7777)
     return result
+
+
+@contextlib.contextmanager
+def scheduler_that_never_comes_back(node_root):
+    """Injected fault: the node's kube-scheduler starts only with the scheduler.conf it has now, so a renewal of it
+    never verifies; the wrapper is put back on exit."""
+    wrapper = Path(node_root) / "opt/kubepki-lab/bin/kube-scheduler"
+    original = wrapper.read_text()
+    conf = (Path(node_root) / "etc/kubernetes/scheduler.conf").read_text()
+    user_cert = re.search(r"client-certificate-data: (\S+)", conf).group(1)
+    wrapper.write_text("#!/bin/sh\ngrep -q '%s' /etc/kubernetes/scheduler.conf || { echo 'injected fault' >&2; exit 1; }\n%s"
+                       % (user_cert[120:184], original.split("\n", 1)[1]))
+    try:
+        yield
+    finally:
+        wrapper.write_text(original)

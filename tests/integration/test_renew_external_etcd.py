@@ -6,7 +6,6 @@ Its own lab (echo, kubeadm v1.31, leaves expiring in 17 days) on 127.0.5.11, bes
 in file order on one lab.
 """
 import os
-import re
 import subprocess
 import time
 
@@ -14,7 +13,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import hashes
 
-from labutil import ansible, busy, days_left, lab_cli, labmod, listening, served, tree_digest, wait_for
+from labutil import ansible, busy, days_left, lab_cli, labmod, listening, scheduler_that_never_comes_back, served, tree_digest, wait_for
 
 NODE, ADDRESS = "echo-cp1", "127.0.5.11"
 
@@ -74,18 +73,10 @@ def test_kubeadm_certs_renewed_and_the_external_etcd_client_left_to_its_owner(la
 def test_failed_renewal_rolls_back_without_touching_etcd(lab, tmp_path):
     """A scheduler that never comes back on the new kubeconfig: the node is restored; the rollback restarts
     what the renewal restarted, and there is no etcd static pod to restart (it used to fail: 'No first item')."""
-    wrapper = lab.node_root(NODE) / "opt/kubepki-lab/bin/kube-scheduler"
-    original = wrapper.read_text()
-    conf = (lab.node_root(NODE) / "etc/kubernetes/scheduler.conf").read_text()
-    user_cert = re.search(r"client-certificate-data: (\S+)", conf).group(1)
-    wrapper.write_text("#!/bin/sh\ngrep -q '%s' /etc/kubernetes/scheduler.conf || { echo 'injected fault' >&2; exit 1; }\n%s"
-                       % (user_cert[120:184], original.split("\n", 1)[1]))
-    before = {k: v for k, v in tree_digest([lab.node_root(NODE) / "etc/kubernetes"], lab.output).items()}
-    try:
+    before = tree_digest([lab.node_root(NODE) / "etc/kubernetes"], lab.output)
+    with scheduler_that_never_comes_back(lab.node_root(NODE)):
         result = renew(lab, tmp_path, "-e", "kubepki_force=true", "-e", "restart_control_plane_timeout=20",
                        "-e", "verify_control_plane_retries=10")
-    finally:
-        wrapper.write_text(original)
     assert result.returncode != 0
     assert "It was rolled back" in result.stdout and "No first item" not in result.stdout
     wait_for(lambda: listening(ADDRESS, 10259), "the scheduler to listen again")

@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import ansible, cn, days_left, listening, served, ssh, tree_digest, wait_for
+from labutil import ansible, cn, days_left, listening, scheduler_that_never_comes_back, served, ssh, tree_digest, wait_for
 
 import prober  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
 
@@ -189,21 +189,12 @@ def test_a_node_cluster_api_owns_is_left_alone(fleet, tmp_path):
 
 def test_component_that_never_comes_back_is_rolled_back(fleet, tmp_path):
     node, address = "alpha-cp1", ALPHA["alpha-cp1"]
-    wrapper = fleet.node_root(node) / "opt/kubepki-lab/bin/kube-scheduler"
-    original = wrapper.read_text()
-    conf = (fleet.node_root(node) / "etc/kubernetes/scheduler.conf").read_text()
-    user_cert = re.search(r"client-certificate-data: (\S+)", conf).group(1)
-    # Injected fault: this scheduler only starts with the kubeconfig it has now.
-    wrapper.write_text("#!/bin/sh\ngrep -q '%s' /etc/kubernetes/scheduler.conf || { echo 'injected fault' >&2; exit 1; }\n%s"
-                       % (user_cert[120:184], original.split("\n", 1)[1]))
     before_files = digest(fleet, [node])
     before_served = fingerprints([address])
     backups_before = len(list((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir()))
-    try:
+    with scheduler_that_never_comes_back(fleet.node_root(node)):
         result = renew(fleet, tmp_path, "-l", node, "-e", "kubepki_force=true",
                        "-e", "restart_control_plane_timeout=20", "-e", "verify_control_plane_retries=10")
-    finally:
-        wrapper.write_text(original)
     assert result.returncode != 0
     assert "It was rolled back" in result.stdout and "healthy on its previous certificates" in result.stdout
     wait_for(lambda: listening(address, 10259), "the scheduler to listen again")

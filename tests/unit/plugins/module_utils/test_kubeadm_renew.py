@@ -135,15 +135,21 @@ def test_ca_expiring_before_the_new_leaf_is_refused(tmp_path, now):
     assert due
 
 
-def test_embedded_expired_kubelet_conf_is_repaired(tmp_path, now):
+def init_node_with_embedded_expired_kubelet_conf(root, now):
+    """The pre-1.17 init node (kubeadm#1753): kubelet.conf embeds a client cert, here expired."""
     cluster = pki.kubeadm_cluster(now, ca_issued_at=now - 800 * DAY)
-    pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True)
+    pki.build_kubeadm_control_plane(root, cluster, "cp1", "10.0.0.11", now=now, init_node=True)
     old = pki.new_leaf("system:node:cp1", cluster.ca, cluster.profile, now - 400 * DAY, "ecdsa", orgs=["system:nodes"])
-    conf_path = tmp_path / "etc/kubernetes/kubelet.conf"
+    conf_path = root / "etc/kubernetes/kubelet.conf"
     conf = yaml.safe_load(conf_path.read_text())
     conf["users"][0]["user"] = {"client-certificate-data": base64.b64encode(pki.cert_pem(old.cert)).decode(),
                                 "client-key-data": base64.b64encode(pki.key_pem(old.key)).decode()}
     conf_path.write_text(yaml.safe_dump(conf))
+    return conf_path
+
+
+def test_embedded_expired_kubelet_conf_is_repaired(tmp_path, now):
+    conf_path = init_node_with_embedded_expired_kubelet_conf(tmp_path, now)
     fs = NodeFS(str(tmp_path))
     due = _kubeadm.plan(fs, now, threshold_days=30)[0]
     assert [i.name for i in due] == ["kubelet.conf"]
@@ -247,14 +253,7 @@ def test_a_threshold_at_or_above_the_new_lifetime_is_refused(node, now):
 
 def test_kubelet_conf_repair_creates_the_kubelet_cert_dir_when_absent(tmp_path, now):
     """A real kubeadm tree can lack /var/lib/kubelet/pki (embedded kubelet.conf, the pre-1.17 init node)."""
-    cluster = pki.kubeadm_cluster(now, ca_issued_at=now - 800 * DAY)
-    pki.build_kubeadm_control_plane(tmp_path, cluster, "cp1", "10.0.0.11", now=now, init_node=True)
-    old = pki.new_leaf("system:node:cp1", cluster.ca, cluster.profile, now - 400 * DAY, "ecdsa", orgs=["system:nodes"])
-    conf_path = tmp_path / "etc/kubernetes/kubelet.conf"
-    conf = yaml.safe_load(conf_path.read_text())
-    conf["users"][0]["user"] = {"client-certificate-data": base64.b64encode(pki.cert_pem(old.cert)).decode(),
-                                "client-key-data": base64.b64encode(pki.key_pem(old.key)).decode()}
-    conf_path.write_text(yaml.safe_dump(conf))
+    init_node_with_embedded_expired_kubelet_conf(tmp_path, now)
     shutil.rmtree(tmp_path / "var/lib/kubelet/pki")
     fs = NodeFS(str(tmp_path))
     _kubeadm.apply(fs, _kubeadm.plan(fs, now, threshold_days=30, names=["kubelet.conf"])[0], now)
