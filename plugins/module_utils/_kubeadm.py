@@ -22,6 +22,7 @@ from ansible.module_utils.common import yaml as common_yaml  # its yaml_* exist 
 
 from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _layouts, _reload, _sign, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_node_file
+from ansible_collections.kubepki.fleet.plugins.module_utils._probe import ProbeError, served_certificate
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
 
 PKI = _layouts.KUBEADM_PKI
@@ -251,9 +252,20 @@ def component_versions(fs):
             for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")}
 
 
-def restart_plan(fs, names, policy="needed"):
+def not_serving(fs, probe_host, timeout=2.0):
+    """The control-plane components whose endpoint does not answer TLS now."""
+    down = []
+    for spec in _layouts.kubeadm_layout(fs, "control-plane", probe_host).endpoints:
+        try:
+            served_certificate(spec.host, spec.port, timeout=timeout)
+        except ProbeError:
+            down.append(spec.component)
+    return down
+
+
+def restart_plan(fs, names, policy="needed", down=()):
     """``(restarts, reloads)`` of research/corrections.md §3 for the renewed ``names`` (see _reload.decide)."""
-    return _reload.decide(names, component_versions(fs), policy=policy)
+    return _reload.decide(names, component_versions(fs), policy=policy, down=down)
 
 
 def _b64(data):

@@ -93,10 +93,13 @@ def version_text(version):
     return "v%d.%d" % version if version else "unknown"
 
 
-def decide(names, versions, rules=None, policy="needed"):
+def decide(names, versions, rules=None, policy="needed", down=()):
     """``(restarts, reloads)`` for the renewed certs ``names``.
 
-    ``versions`` maps a component to its ``(major, minor)`` (or None). ``restarts`` lists, in
+    ``versions`` maps a component to its ``(major, minor)`` (or None); ``down`` names components that do
+    not serve now - one that reloads by itself is restarted anyway, since a container crash-looping on its old
+    certificates waits out the kubelet's back-off (up to 5 minutes) before it tries the new ones
+    (kubernetes pkg/kubelet/kuberuntime: MaxContainerBackOff). ``restarts`` lists, in
     restart order, ``{component, certs, reason}``; ``reloads`` lists ``{cert, component, reason}``
     for certs picked up without a restart. ``policy`` ``always`` restarts those too, as runbooks do.
     """
@@ -107,6 +110,10 @@ def decide(names, versions, rules=None, policy="needed"):
         if rule is None:
             continue
         version = versions.get(rule.component)
+        if rule.reloads_on(version) and rule.component in down:
+            restart.setdefault(rule.component, []).append(
+                (name, "it is not serving now (crash-looping on its old certificates?): a restart skips the kubelet's back-off"))
+            continue
         if rule.reloads_on(version):
             if policy == "always":
                 why = "restart_policy=always (it %s: %s)" % (rule.does, rule.source)

@@ -91,6 +91,18 @@ options:
     type: str
     choices: [needed, always]
     default: needed
+  probe:
+    description:
+      - Probe the node's control-plane endpoints first (with O(rootfs=/) only); a component that does not serve is
+        restarted even when it would load its renewed certificates by itself, since a crash-looping container waits out
+        the kubelet's back-off.
+    type: bool
+    default: true
+  probe_host:
+    description:
+      - Address the node's endpoints are probed on.
+    type: str
+    default: 127.0.0.1
   renew_managed:
     description:
       - A node whose certificates a cluster manager renews or replaces itself - Cluster API (its Node carries
@@ -275,6 +287,8 @@ def main():
             repair_kubelet_conf=dict(type="bool", default=True),
             restart_policy=dict(type="str", default="needed", choices=["needed", "always"]),
             renew_managed=dict(type="bool", default=False),
+            probe=dict(type="bool", default=True),
+            probe_host=dict(type="str", default="127.0.0.1"),
             now=dict(type="str"),
         ),
         supports_check_mode=True,
@@ -307,7 +321,9 @@ def main():
                          managed_by=managers,
                          msg="left alone: %s. Renewing underneath it would fight it; let it renew, or set renew_managed=true "
                              "to renew anyway" % "; ".join("%s (%s)" % (m["manager"], m["detail"]) for m in managers))
-    restart_plan, reloads = _kubeadm.restart_plan(fs, [item.name for item in due], params["restart_policy"])
+    # a copied tree (rootfs other than /) serves nothing
+    down = _kubeadm.not_serving(fs, params["probe_host"]) if due and params["probe"] and params["rootfs"] == "/" else []
+    restart_plan, reloads = _kubeadm.restart_plan(fs, [item.name for item in due], params["restart_policy"], down)
     if module.check_mode:
         renewed = []
         for item in due:

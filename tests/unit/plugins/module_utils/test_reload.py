@@ -62,3 +62,9 @@ def test_policy_always_restarts_what_would_reload_and_says_so():
     restarts, reloads = _reload.decide(["apiserver-kubelet-client"], V128, policy="always")
     assert components(restarts) == ["kube-apiserver"] and reloads == []
     assert "restart_policy=always" in restarts[0]["reason"]
+
+
+def test_a_component_that_is_down_is_restarted_even_if_it_would_reload():
+    restarts, reloads = _reload.decide(["apiserver", "apiserver-etcd-client", "etcd-server"], V128, down=["kube-apiserver"])
+    assert components(restarts) == ["kube-apiserver"] and "back-off" in restarts[0]["reason"]
+    assert [r["cert"] for r in reloads] == ["etcd-server"]
