@@ -99,7 +99,7 @@ def decide(names, versions, rules=None, policy="needed", down=()):
     ``versions`` maps a component to its ``(major, minor)`` (or None); ``down`` names components that do
     not serve now - one that reloads by itself is restarted anyway, since a container crash-looping on its old
     certificates waits out the kubelet's back-off (up to 5 minutes) before it tries the new ones
-    (kubernetes pkg/kubelet/kuberuntime: MaxContainerBackOff). ``restarts`` lists, in
+    (kubernetes pkg/kubelet/kubelet.go MaxContainerBackOff = 300 s). ``restarts`` lists, in
     restart order, ``{component, certs, reason}``; ``reloads`` lists ``{cert, component, reason}``
     for certs picked up without a restart. ``policy`` ``always`` restarts those too, as runbooks do.
     """
