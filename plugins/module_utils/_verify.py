@@ -14,7 +14,7 @@ What proves it differs by component (research/corrections.md §2-§3):
 - a kubelet restarted for a repaired kubelet.conf: it gets no new serving cert. A new main PID and
   its node Lease renewed after that process started show it authenticates with its client cert;
   the Lease is read with kubelet.conf's own credentials, so the read proves the new cert works;
-- kube-apiserver or etcd restarted without a new serving cert: a new container (crictl).
+- kube-apiserver or etcd restarted: a new container (crictl); their serving certs reload without one.
 """
 
 from __future__ import annotations
@@ -129,14 +129,12 @@ def _kubelet_check(before, after, client):
                   "kubelet.conf's client cert %s" % (process["pid"], started, lease["node"], renewed, lease["client_serial"]))
 
 
-def _restart_check(component, before, after, renewed_serving):
+def _restart_check(component, before, after):
     if component in IN_MEMORY_SERVING:
         old, new = (before.get("served") or {}).get(component), after["served"].get(component)
         return _check(component, "in-memory serving cert", new and new != old,
                       "serves a new in-memory certificate: a new process, which read its renewed kubeconfig" if new and new != old
                       else "still serves what it served before the restart" if new else "serves nothing")
-    if component in renewed_serving:
-        return None  # the served-file check below proves the restart
     old, new = (before.get("containers") or {}).get(component), (after.get("containers") or {}).get(component)
     if after.get("containers") is None:
         return _check(component, "restart", True, "crictl is absent, so the new container cannot be seen; health is checked next")
@@ -149,20 +147,16 @@ def judge(facts, before, after, renewed, restarted, must_serve):
     """``(ok, checks)``: every renewed cert in use, each restart shown by its component's own evidence."""
     checks = []
     files = [e for e in facts["certs"] if e["source"] != "endpoint" and e["name"] in renewed and e.get("served_on")]
-    renewed_serving = {e["served_on"] for e in files}
     components_of = {e["id"]: e["component"] for e in facts["certs"] if e["source"] == "endpoint"}
     for entry in files:
         checks.append(_check(components_of.get(entry["served_on"], entry["served_on"]), "served", entry["in_use"],
                              "%s serves renewed %s" % (entry["served_on"], entry["name"]) if entry["in_use"]
                              else "%s still serves another certificate than renewed %s" % (entry["served_on"], entry["name"])))
-    serving_components = {components_of.get(e) for e in renewed_serving}
     for component in restarted:
         if component == "kubelet":
             checks.append(_kubelet_check(before, after, "kubelet.conf" in renewed))
-            continue
-        check = _restart_check(component, before, after, serving_components)
-        if check:
-            checks.append(check)
+        else:
+            checks.append(_restart_check(component, before, after))
     for entry in facts["certs"]:
         if entry["source"] == "endpoint" and entry["component"] in must_serve and entry["state"] not in ("ok", "warning"):
             checks.append(_check(entry["component"], "valid", False, "%s: %s%s" % (

@@ -18,8 +18,8 @@ description:
   - What counts as proof depends on the component. A renewed serving certificate - its endpoint serves that file.
     Controller-manager and scheduler - a new in-memory serving certificate, which only a new process has. A kubelet
     restarted for a repaired C(kubelet.conf) - a new main PID and its node Lease renewed after that process started,
-    read back with C(kubelet.conf)'s own client certificate. kube-apiserver or etcd restarted while their serving
-    certificate did not change - a new container.
+    read back with C(kubelet.conf)'s own client certificate. kube-apiserver or etcd restarted - a new container
+    (their serving certificates reload without one, so a new fingerprint proves no restart).
   - With O(phase=after) it fails, naming each component that does not show its proof, so that C(until) can retry
     it and a rescue can roll back.
   - Reads only; changes nothing.
