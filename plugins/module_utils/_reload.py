@@ -39,7 +39,7 @@ class Rule:
         return self.since == ALWAYS or (version is not None and version >= self.since)
 
 
-_SERVING = ("reloads its serving certificates on file change (fsnotify, 1-minute resync)",
+_SERVING = ("reloads its serving and front-proxy client certificates on file change (fsnotify, 1-minute resync)",
             "kubernetes staging/src/k8s.io/apiserver/pkg/server/dynamiccertificates/dynamic_serving_content.go "
             "(since v1.17; measured on v1.28, research/reload.md §1)")
 _CLIENT_FILE = ("reads a client certificate given as files at each new connection (open connections keep the old one, "
