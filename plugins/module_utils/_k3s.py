@@ -400,8 +400,12 @@ def _force_leaves(server, leaves, method, binary, run_command, stamp):
 
 
 def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_host="127.0.0.1", supervisor_port=None,
-          api_url=None, timeout=10.0, method="auto", window_days=None, version_output=None, binary=None, run_command=None):
+          api_url=None, timeout=10.0, method="auto", window_days=None, version_output=None, binary=None, run_command=None,
+          managed_by=()):
     """Plan, and unless ``check_mode`` apply, the reset; returns the module result. ResetError on a stop.
+
+    ``managed_by``: the cluster managers the node shows (_managers.find); with any, nothing is renewed and
+    each due cert is listed as left to them.
 
     ``binary``: path of the program when it may act on this node; ``run_command(argv) -> (rc, out, err)``.
     """
@@ -433,7 +437,12 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
     result = {"program": server.program, "served": served_info, "dynamic_cert": cached_info, "secret": secret_info,
               "in_sync": synced, "renewed": renewed, "skipped_certs": skipped,
               "restart": [server.unit] if renewed else [], "renew_window_days": window_days,
-              "renew_window_source": window_source, "leaf_method": None, "moved": [], "notes": []}
+              "renew_window_source": window_source, "leaf_method": None, "moved": [], "notes": [], "managed_by": []}
+    if managed_by:
+        owners = "; ".join("%s (%s)" % (m["manager"], m["detail"]) for m in managed_by)
+        result["skipped_certs"] = [{"name": r["name"], "reason": "left alone: " + owners} for r in renewed] + skipped
+        result.update(renewed=[], restart=[], managed_by=list(managed_by))
+        return result
     if forced:
         result["leaf_method"] = choose_leaf_method(method, server, forced, binary)
     if check_mode or not renewed:

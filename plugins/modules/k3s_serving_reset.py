@@ -93,6 +93,13 @@ options:
       - k3s's own start-up renewal window. Default from C(<program> --version) (120 from v1.30.13, v1.31.9, v1.32.5
         and v1.33.1, else 90); 90 when the version is unknown.
     type: int
+  renew_managed:
+    description:
+      - A node Rancher provisioned (rancher-system-agent configured) or Cluster API bootstrapped has its certificates
+        rotated by them; it is left alone, each due certificate listed in RV(skipped_certs) with the reason and
+        RV(managed_by) saying why, unless this is V(true).
+    type: bool
+    default: false
   now:
     description:
       - Evaluate expiry at this ISO 8601 instant instead of the clock (planning only).
@@ -211,13 +218,22 @@ notes:
   returned: always
   type: list
   elements: str
+managed_by:
+  description: Cluster managers the node shows (C(manager), C(signal), C(detail)); non-empty means it was left alone.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - manager: Rancher
+      signal: /etc/rancher/agent/config.yaml
+      detail: "rancher-system-agent is configured: Rancher provisioned this node and rotates its certificates"
 """
 
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _k3s, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _k3s, _managers, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 
@@ -240,6 +256,7 @@ def main():
             timeout=dict(type="float", default=10.0),
             method=dict(type="str", default="auto", choices=["auto", "rotate", "native"]),
             renew_window_days=dict(type="int"),
+            renew_managed=dict(type="bool", default=False),
             now=dict(type="str"),
         ),
         supports_check_mode=True,
@@ -258,7 +275,8 @@ def main():
                             force=params["force"], probe_host=params["probe_host"],
                             supervisor_port=params["supervisor_port"], api_url=params["api_url"],
                             timeout=params["timeout"], method=params["method"], window_days=params["renew_window_days"],
-                            version_output=version, binary=binary, run_command=module.run_command)
+                            version_output=version, binary=binary, run_command=module.run_command,
+                            managed_by=[] if params["renew_managed"] else _managers.from_files(server.fs))
     except (_k3s.ResetError, _x509.CertError) as exc:
         module.fail_json(msg=str(exc), changed=getattr(exc, "changed", False))
 

@@ -70,3 +70,16 @@ def test_not_a_k3s_server(run_module, tmp_path):
 def test_bad_now(run_module, node):
     result = run_module(k3s_serving_reset, **dict(args(node), now="tomorrow"))
     assert result["failed"] and "ISO 8601" in result["msg"]
+
+
+def test_a_node_rancher_provisioned_is_left_alone_unless_told(run_module, node):
+    (node.root / "etc/rancher/agent").mkdir(parents=True)
+    (node.root / "etc/rancher/agent/config.yaml").write_text("workDirectory: /var/lib/rancher/agent/work\n")
+    before = digest(node.root)
+    result = run_module(k3s_serving_reset, **args(node))
+    assert (result["changed"], result["renewed"], result["restart"]) == (False, [], [])
+    assert result["managed_by"][0]["manager"] == "Rancher"
+    assert result["skipped_certs"][0]["name"] == "k3s-serving" and "left alone: Rancher" in result["skipped_certs"][0]["reason"]
+    assert digest(node.root) == before and node.api.secret is not None
+    result = run_module(k3s_serving_reset, renew_managed=True, **args(node))
+    assert result["changed"] and result["secret"]["deleted"]
