@@ -24,7 +24,7 @@ def now():
 
 @pytest.fixture(scope="session")
 def kubeadm_tree(tmp_path_factory):
-    """An HA kubeadm cluster's init node (style current) whose leaves expire in 20 days, and a worker."""
+    """An HA kubeadm cluster's init node (style current: kubeadm v1.31+) whose leaves expire in 20 days, and a worker."""
     root = tmp_path_factory.mktemp("kubeadm")
     cluster = pki.kubeadm_cluster(NOW, ca_issued_at=NOW - 400 * DAY, control_plane_endpoint="lb.example.com:6443")
     pki.build_kubeadm_control_plane(root / "cp1", cluster, "cp1", "10.0.0.11", now=NOW, init_node=True,
