@@ -1,6 +1,7 @@
 """renew.yml on the lab fleet: alpha (HA, kubeadm v1.31, expiring) renewed one control plane at a time under a
-prober, bravo (kubeadm v1.28, expired, kubelet client cert too) recovered all at once, charlie's kubelets and delta's k3s served cert renewed, --check and a second run change nothing, and an
-injected fault rolls a node back to its old, valid certificates.
+prober, bravo (kubeadm v1.28, expired, kubelet client cert too) recovered all at once, charlie's kubelets and
+delta's k3s served cert renewed, --check and a second run change nothing, and an injected fault rolls a node
+back to its old, valid certificates.
 
 The tests run in file order on one fleet: each builds on the state the previous one left.
 """
