@@ -185,6 +185,7 @@ def test_a_node_cluster_api_owns_is_left_alone(fleet, tmp_path):
                        capture_output=True, text=True, timeout=60, check=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "left alone: Cluster API (the node belongs to KubeadmControlPlane alpha-cp" in result.stdout
+    assert "nothing renewed" in result.stdout
     assert tree_digest([fleet.node_root(node) / "etc/kubernetes"], fleet.output) == before
 
 
