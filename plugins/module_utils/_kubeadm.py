@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import os
 import re
 
@@ -55,6 +56,8 @@ class Item:
         self.lifetime_reason = None
         self.new_cert = None
         self.new_key = None
+        self.method = "native"
+        self.method_reason = None
 
     def summary(self, now):
         """What the plan and the result say of this cert: old and new expiry, old and new lifetime and why."""
@@ -63,7 +66,7 @@ class Item:
                 "serial": _x509.serial_hex(self.cert), "days_left": days_left,
                 "lifetime_days": _days(_x509.not_after(self.cert) - _x509.not_before(self.cert)),
                 "new_lifetime_days": _days(self.lifetime + _sign.BACKDATE) if self.lifetime else None,
-                "lifetime_reason": self.lifetime_reason}
+                "lifetime_reason": self.lifetime_reason, "method": self.method, "method_reason": self.method_reason}
 
     def renewed_summary(self, now, new_cert):
         summary = self.summary(now)
@@ -229,21 +232,35 @@ _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|\u00b5s|ns)")
 _GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "ns": 1e-9}
 
 
-def configured_validity(fs, path):
-    """``certificateValidityPeriod`` of the ClusterConfiguration in the kubeadm config file ``path``
-    (kubeadm.k8s.io/v1beta4, kubeadm v1.31+: cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go), or None."""
+def cluster_configuration(fs, path):
+    """The ClusterConfiguration document of the kubeadm config file ``path`` ({} when it has none)."""
     try:
         documents = list(common_yaml.yaml_load_all(read_node_file(fs, path)))
     except Exception as exc:  # pylint: disable=broad-except  # any YAML error is bad input here
         raise CertError("%s is not valid YAML (%s): fix it or leave kubeadm_config unset" % (path, str(exc).splitlines()[0]))
-    for doc in documents:
-        if isinstance(doc, dict) and doc.get("kind") == "ClusterConfiguration" and doc.get("certificateValidityPeriod"):
-            text = str(doc["certificateValidityPeriod"])
-            parts = _GO_DURATION.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise CertError("%s: certificateValidityPeriod %r is not a duration like 8760h0m0s" % (path, text))
-            return datetime.timedelta(seconds=sum(float(n) * _GO_UNITS[u] for n, u in parts))
-    return None
+    return next((doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == "ClusterConfiguration"), {})
+
+
+def certificate_validity_period(config, path):
+    """``certificateValidityPeriod`` of a ClusterConfiguration (kubeadm.k8s.io/v1beta4, kubeadm v1.31+:
+    cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go), or None; ``path`` names the file in errors."""
+    if not config.get("certificateValidityPeriod"):
+        return None
+    text = str(config["certificateValidityPeriod"])
+    parts = _GO_DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise CertError("%s: certificateValidityPeriod %r is not a duration like 8760h0m0s" % (path, text))
+    return datetime.timedelta(seconds=sum(float(n) * _GO_UNITS[u] for n, u in parts))
+
+
+def configured_key_type(config, version):
+    """The key type kubeadm ``version`` makes for a renewed cert under ClusterConfiguration ``config``: v1beta4's
+    ``encryptionAlgorithm`` (v1.31+), the v1beta3 feature gate ``PublicKeysECDSA`` before, else RSA-2048
+    (cmd/kubeadm/app/apis/kubeadm/types.go EncryptionAlgorithmType; renewal/manager.go RenewUsingLocalCA)."""
+    algorithm = config.get("encryptionAlgorithm") if version >= (1, 31) else None
+    if not algorithm and (config.get("featureGates") or {}).get("PublicKeysECDSA"):
+        algorithm = "ECDSA-P256"
+    return str(algorithm or "RSA-2048")
 
 
 def component_versions(fs):
@@ -266,6 +283,83 @@ def not_serving(fs, probe_host, timeout=2.0):
 def restart_plan(fs, names, policy="needed", down=()):
     """``(restarts, reloads)`` of research/corrections.md §3 for the renewed ``names`` (see _reload.decide)."""
     return _reload.decide(names, component_versions(fs), policy=policy, down=down)
+
+
+class KubeadmCli:
+    """The node's kubeadm: its version and the certs its ``certs renew`` takes.
+
+    The handles are the subcommands ``kubeadm certs renew --help`` lists (cmd/kubeadm/app/cmd/certs.go adds one
+    per renewal handler; ``super-admin.conf`` only from v1.29, kubernetes#121305): an older kubeadm asked for a
+    newer handle fails ("unknown flag: --cert-dir" on v1.28) after earlier ones were renewed.
+    """
+
+    def __init__(self, run_command):
+        self.run_command = run_command
+        rc, out, err = run_command(["kubeadm", "version", "-o", "short"])
+        self.version_text = out.strip()
+        self.version = _reload.parse_version(self.version_text) if rc == 0 else None
+        if self.version is None:
+            raise CertError("`kubeadm version -o short` answered %r (rc %s): use method=native, or repair kubeadm"
+                            % ((out or err).strip()[:200], rc))
+        rc, out, err = run_command(["kubeadm", "certs", "renew", "--help"])
+        listed = out.split("Available Commands:", 1)[1].split("\n\n", 1)[0] if rc == 0 and "Available Commands:" in out else ""
+        self.handles = {line.split()[0] for line in listed.splitlines() if line.strip()} - {"all"}
+        if not self.handles:
+            raise CertError("`kubeadm certs renew --help` (kubeadm %s) lists no certificates: use method=native"
+                            % self.version_text)
+
+    def validity(self, configured):
+        """Lifetime of what this kubeadm issues: v1beta4's certificateValidityPeriod from v1.31 (given to it with
+        --config), else constants.CertificateValidity, one year."""
+        return configured if configured and self.version >= (1, 31) else _sign.DEFAULT_LIFETIME
+
+    def route(self, due, configured, config):
+        """Send each due cert to kubeadm or native, saying why (item.method, item.method_reason): kubeadm renews
+        only what it has a subcommand for, and only when it would issue the lifetime and key type planned."""
+        validity, key_type = self.validity(configured), configured_key_type(config, self.version)
+        for item in due:
+            old_key = _x509.key_type(item.cert.public_key())
+            if item.kind == "kubelet-conf":
+                reason = "the kubelet's client certificate is not kubeadm's to renew (kubeadm troubleshooting: repaired by hand)"
+            elif item.name not in self.handles:
+                reason = "kubeadm %s has no `certs renew %s`" % (self.version_text, item.name)
+            elif abs(item.lifetime - validity) > datetime.timedelta(hours=1):
+                reason = "kubeadm %s would issue %.0f days, not the %.0f planned (%s)" % (
+                    self.version_text, validity.total_seconds() / 86400, item.lifetime.total_seconds() / 86400, item.lifetime_reason)
+            elif old_key != key_type:
+                reason = "kubeadm %s would make a %s key; the certificate has %s" % (self.version_text, key_type, old_key)
+            else:
+                item.method, item.method_reason = "kubeadm", "kubeadm %s certs renew %s" % (self.version_text, item.name)
+                continue
+            item.method, item.method_reason = "native", reason
+
+    def renew(self, fs, item, config_path):
+        """``kubeadm certs renew <name>``; the new cert, or CertError. kubeadm writes key, then cert, in place
+        (renewal/filerenewer.go, pkiutil.WriteKey/WriteCert): when it fails, what it wrote is in ``.written``."""
+        paths = [item.path] + ([item.key_path] if item.key_path else [])
+        before = {path: _digest(fs, path) for path in paths}
+        argv = ["kubeadm", "certs", "renew", item.name, "--cert-dir", PKI] + (["--config", config_path] if config_path else [])
+        rc, out, err = self.run_command(argv)
+        written = [path for path in paths if _digest(fs, path) != before[path]]
+        said = " ".join((err or out).split())[-600:]
+        if rc != 0 or len(written) != len(paths):
+            error = CertError("`%s` %s: %s" % (" ".join(argv), "failed (rc %s)" % rc if rc else "renewed nothing", said))
+            error.written = written
+            raise error
+        return _x509.load_certificates(_current_cert_pem(fs, item), item.path)[0]
+
+
+def _digest(fs, path):
+    try:
+        return hashlib.sha256(read_node_file(fs, path)).hexdigest()
+    except (OSError, CertError):
+        return None
+
+
+def _current_cert_pem(fs, item):
+    if item.kind == "file":
+        return read_node_file(fs, item.path)
+    return base64.b64decode(_current_user(_load_kubeconfig(fs, item.path)[1], item.path)["client-certificate-data"])
 
 
 def _b64(data):
@@ -300,15 +394,27 @@ def _kubelet_client_files(fs, item, now):
     return pem_path, _sign.cert_pem(item.new_cert) + _sign.key_pem(item.new_key), common_yaml.yaml_dump(config, default_flow_style=False).encode("utf-8")
 
 
-def apply(fs, due, now, renewed=None):
-    """Issue and write every due cert natively; returns the renewed summaries.
+def apply(fs, due, now, renewed=None, kubeadm=None, config_path=None):
+    """Renew every due cert, by ``kubeadm`` (a KubeadmCli) where routed there, else natively; returns the summaries.
 
     ``renewed`` (a list) receives each summary as soon as its files are written, so a caller
-    that catches a failure knows what was changed before it.
+    that catches a failure knows what was changed before it, a half-written kubeadm pair included.
     """
     cas = _ca_pairs(fs)
     renewed = [] if renewed is None else renewed
     for item in due:
+        if item.method == "kubeadm":
+            try:
+                item.new_cert = kubeadm.renew(fs, item, config_path)
+            except CertError as exc:
+                if getattr(exc, "written", None):
+                    summary = item.summary(now)
+                    summary.update(new_not_after=None, new_serial=None, partial="kubeadm failed after writing %s"
+                                   % ", ".join(exc.written))
+                    renewed.append(summary)
+                raise
+            renewed.append(item.renewed_summary(now, item.new_cert))
+            continue
         ca_cert, ca_key = cas[item.ca_name]
         # The kubelet makes its own client keys ECDSA P-256 whatever kubeadm's algorithm is.
         key = _sign.new_p256_key() if item.kind == "kubelet-conf" else None

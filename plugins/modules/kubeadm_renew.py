@@ -60,7 +60,10 @@ options:
     description:
       - V(native) re-issues each certificate with Python cryptography - subject, SANs and usages of the old one,
         a new key of the same type, validity from O(validity_days) or the old lifetime.
-      - V(kubeadm) runs the node's C(kubeadm certs renew <name>) (only with O(rootfs=/)); kubelet.conf is repaired natively.
+      - V(kubeadm) runs the node's C(kubeadm certs renew <name>) (only with O(rootfs=/)) for each certificate that
+        kubeadm version has a subcommand for (from C(kubeadm certs renew --help); C(super-admin.conf) from v1.29) and
+        would renew with the planned lifetime and key type; the rest, kubelet.conf included, is renewed natively.
+        Each entry of RV(renewed) says which way it went and why. O(kubeadm_config) is passed as C(--config).
       - V(auto) uses kubeadm when it is installed and O(rootfs) is V(/), else native.
     type: str
     choices: [auto, kubeadm, native]
@@ -138,7 +141,10 @@ RETURN = r"""
 renewed:
   description:
     - Certificates renewed (or, in check mode, that would be), with old and new expiry, serial and lifetime
-      (C(lifetime_days), C(new_lifetime_days), C(lifetime_reason)).
+      (C(lifetime_days), C(new_lifetime_days), C(lifetime_reason)), and the method that renews each
+      (C(method) V(kubeadm) or V(native), C(method_reason)).
+    - After a failure, a certificate that kubeadm had half written (its key but not its certificate, say) is listed
+      with C(partial) naming the files written and C(new_serial) null; the node's backup holds the pair.
   returned: always
   type: list
   elements: dict
@@ -154,6 +160,8 @@ renewed:
       lifetime_days: 365.0
       new_lifetime_days: 365.0
       lifetime_reason: its own lifetime
+      method: kubeadm
+      method_reason: kubeadm v1.31.4 certs renew apiserver
 skipped_certs:
   description:
     - Certificates left alone, with the reason.
@@ -233,10 +241,15 @@ msg:
   returned: when RV(managed_by) is not empty
   type: str
 method:
-  description: The method used (V(kubeadm) or V(native)).
+  description: V(kubeadm) when the node's kubeadm is used (for what it renews), else V(native).
   returned: always
   type: str
-  sample: native
+  sample: kubeadm
+kubeadm_version:
+  description: What C(kubeadm version -o short) printed, when kubeadm is used.
+  returned: always
+  type: str
+  sample: v1.31.4
 """
 
 import datetime
@@ -253,25 +266,18 @@ from ansible_collections.kubepki.fleet.plugins.module_utils._sign import Signing
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
 
 
-def _choose_method(module):
+def _kubeadm_cli(module):
+    """The node's kubeadm when the method allows it and it can be used, else None (native)."""
     method = module.params["method"]
     usable = module.params["rootfs"] == "/" and shutil.which("kubeadm") is not None
     if method == "kubeadm" and not usable:
         module.fail_json(msg="method=kubeadm needs the kubeadm binary on the node and rootfs=/; use method=native or auto")
-    return "kubeadm" if method == "kubeadm" or (method == "auto" and usable) else "native"
-
-
-def _renew_with_kubeadm(module, fs, due, now, renewed):
-    """``kubeadm certs renew <name>`` per cert; kubelet.conf is not kubeadm's business, so it goes native."""
-    _kubeadm.apply(fs, [item for item in due if item.kind == "kubelet-conf"], now, renewed=renewed)
-    for item in due:
-        if item.kind == "kubelet-conf":
-            continue
-        rc, out, err = module.run_command(["kubeadm", "certs", "renew", item.name, "--cert-dir", _kubeadm.PKI])
-        if rc != 0 or "can't be renewed" in out:
-            raise CertError("kubeadm certs renew %s failed: %s" % (item.name, (err or out).strip()))
-        fresh = _kubeadm.inventory(fs)[0]
-        renewed.append(item.renewed_summary(now, next(i.cert for i in fresh if i.name == item.name)))
+    if method == "native" or not usable:
+        return None
+    try:
+        return _kubeadm.KubeadmCli(module.run_command)
+    except CertError as exc:
+        module.fail_json(msg="%s; nothing was changed" % exc)
 
 
 def main():
@@ -301,7 +307,8 @@ def main():
         module.fail_json(msg="%s not found under rootfs %s: this is not a kubeadm control-plane node" % (_kubeadm.PKI, params["rootfs"]))
     clock = datetime.datetime.now(datetime.timezone.utc)
     try:
-        configured = _kubeadm.configured_validity(fs, params["kubeadm_config"]) if params["kubeadm_config"] else None
+        config = _kubeadm.cluster_configuration(fs, params["kubeadm_config"]) if params["kubeadm_config"] else {}
+        configured = _kubeadm.certificate_validity_period(config, params["kubeadm_config"])
     except CertError as exc:
         module.fail_json(msg="kubeadm_config: %s; nothing was changed" % exc)
     try:
@@ -314,10 +321,14 @@ def main():
         module.fail_json(msg="cannot read what to renew: %s. Renewal copies subject, SANs and usages from the current "
                              "certificate: restore it from a backup (playbooks/rollback.yml) first; nothing was changed" % exc)
 
-    method = _choose_method(module)
+    kubeadm = _kubeadm_cli(module)
+    method = "kubeadm" if kubeadm else "native"
+    if kubeadm:
+        kubeadm.route(due, configured, config)
     managers = _managers.find(fs)
     if managers and not params["renew_managed"]:
         module.exit_json(changed=False, renewed=[], skipped_certs=[], restart=[], restart_plan=[], reloads=[], method=method,
+                         kubeadm_version=kubeadm.version_text if kubeadm else None,
                          managed_by=managers,
                          msg="left alone: %s. Renewing underneath it would fight it; let it renew, or set renew_managed=true "
                              "to renew anyway" % "; ".join("%s (%s)" % (m["manager"], m["detail"]) for m in managers))
@@ -333,12 +344,9 @@ def main():
     else:
         renewed = []
         try:
-            if method == "kubeadm":
-                _renew_with_kubeadm(module, fs, due, clock, renewed)
-            else:
-                _kubeadm.apply(fs, due, clock, renewed)
+            _kubeadm.apply(fs, due, clock, renewed, kubeadm, params["kubeadm_config"])
         except Exception as exc:  # pylint: disable=broad-except  # whatever it is, say what was already written
-            written = ", ".join(r["name"] for r in renewed)
+            written = ", ".join(r["name"] + (" (%s)" % r["partial"] if r.get("partial") else "") for r in renewed)
             module.fail_json(msg="renewal failed: %s; %s. Each cert and key pair is replaced atomically: restore the "
                                  "node's backup (playbooks/rollback.yml), or fix the cause and run again"
                                  % (exc, "written before the failure: " + written if written else "nothing was written"),
@@ -346,6 +354,7 @@ def main():
                              exception=traceback.format_exc())
 
     result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, method=method, managed_by=managers,
+                  kubeadm_version=kubeadm.version_text if kubeadm else None,
                   restart=[r["component"] for r in restart_plan], restart_plan=restart_plan, reloads=reloads)
     if module._diff:
         result["diff"] = {

@@ -62,12 +62,12 @@ SCENARIOS = {"kubeadm": ("fresh", "expiring_20d", "expired_7d"), "rke1": ("fresh
              "k3s": ("fresh", "serving_expired")}
 # name on the node -> tests/lab file (and arguments) run with /usr/bin/python3
 TOOLS = {"crictl": "tools/crictl.py", "systemctl": "tools/systemctl.py", "docker": "tools/docker.py",
-         "k3s": "tools/k3s.py", "kubelet": "tools/kubelet.py",
+         "k3s": "tools/k3s.py", "kubelet": "tools/kubelet.py", "kubeadm": "tools/kubeadm.py",
          "kubectl": "tools/k3s.py kubectl",     # k3s's kubectl link: the real kubectl with k3s.yaml
          "kube-apiserver": "standins/kube_apiserver.py", "kube-controller-manager": "standins/kube_controller_manager.py",
          "kube-scheduler": "standins/kube_scheduler.py"}
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-NODE_TOOLS = {"kubeadm": ("crictl", "systemctl", "kubelet") + CONTROL_PLANE,
+NODE_TOOLS = {"kubeadm": ("kubeadm", "crictl", "systemctl", "kubelet") + CONTROL_PLANE,
               "rke1": ("docker", "systemctl", "kubelet") + CONTROL_PLANE, "k3s": ("k3s", "systemctl", "kubectl")}
 RKE_IMAGE = "rancher/hyperkube:v1.28.15-rancher1"
 SSL = "/etc/kubernetes/ssl"
@@ -97,9 +97,10 @@ def populate(node, root: Path) -> None:
     material = _MATERIAL[key][1]
     units, containers, listen, restore = {"kubeadm": _kubeadm_node, "rke1": _rke1_node, "k3s": _k3s_node}[dist](node, root, material)
     _install_tools(root, NODE_TOOLS[dist])
-    if "kubelet_version" in material:   # what the node's kubelet tool reports and behaves as
-        (root / "run/kubepki-lab").mkdir(parents=True, exist_ok=True)
-        (root / "run/kubepki-lab/kubelet-version").write_text(material["kubelet_version"] + "\n")
+    for tool in ("kubelet", "kubeadm"):   # what the node's tool reports and behaves as
+        if f"{tool}_version" in material:
+            (root / "run/kubepki-lab").mkdir(parents=True, exist_ok=True)
+            (root / f"run/kubepki-lab/{tool}-version").write_text(material[f"{tool}_version"] + "\n")
     real_bin = os.environ.get(REAL_BIN_ENV, "")
     if real_bin and not Path(real_bin).is_dir():
         raise ValueError(f"{REAL_BIN_ENV}={real_bin} is not a directory")
@@ -155,7 +156,7 @@ def _kubeadm_cluster(node) -> dict:
     cluster = pki.kubeadm_cluster(now, ca_issued_at=first, control_plane_endpoint=endpoint, style=style,
                                   external_etcd=etcd == "external", external_etcd_url=external_url)
     return {"now": now, "cluster": cluster, "cps": cps, "leaf_at": leaf_at, "first": first,
-            "kubelet_version": pki.KUBEADM_IMAGES[style][0]}
+            "kubelet_version": pki.KUBEADM_IMAGES[style][0], "kubeadm_version": pki.KUBEADM_IMAGES[style][0]}
 
 
 EXTERNAL_ETCD_PKI = "/run/kubepki-lab/etcd-pki"   # the external etcd's own files: not kubeadm's, not renewed by us

@@ -436,6 +436,12 @@ def load_pki():
     return pki
 
 
+def not_before(cert) -> datetime.datetime:
+    """NotBefore as an aware datetime, on cryptography 38 and later."""
+    value = getattr(cert, "not_valid_before_utc", None)
+    return value if value is not None else cert.not_valid_before.replace(tzinfo=UTC)
+
+
 def not_after(cert) -> datetime.datetime:
     """NotAfter as an aware datetime, on cryptography 38 and later."""
     value = getattr(cert, "not_valid_after_utc", None)

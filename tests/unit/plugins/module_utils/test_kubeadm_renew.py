@@ -205,14 +205,15 @@ def test_certificate_validity_period_of_the_kubeadm_config_sets_the_lifetime(nod
     config = node / "etc/kubernetes/kubeadm-config.yaml"
     config.write_text("apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n---\n"
                       "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncertificateValidityPeriod: 26280h0m0s\n")
-    configured = _kubeadm.configured_validity(fs, "/etc/kubernetes/kubeadm-config.yaml")
+    path = "/etc/kubernetes/kubeadm-config.yaml"
+    configured = _kubeadm.certificate_validity_period(_kubeadm.cluster_configuration(fs, path), path)
     assert configured == 3 * pki.KUBEADM.leaf_lifetime
     item = next(i for i in _kubeadm.plan(fs, now, 30, names=["apiserver"], configured_validity=configured)[0])
     assert round(item.summary(now)["new_lifetime_days"]) == 1095
     assert "certificateValidityPeriod" in item.lifetime_reason
     config.write_text("kind: ClusterConfiguration\ncertificateValidityPeriod: three years\n")
     with pytest.raises(Exception, match="kubeadm-config.yaml: certificateValidityPeriod 'three years' is not a duration"):
-        _kubeadm.configured_validity(fs, "/etc/kubernetes/kubeadm-config.yaml")
+        _kubeadm.certificate_validity_period(_kubeadm.cluster_configuration(fs, path), path)
 
 
 def test_kubeconfig_in_block_scalars_with_other_clusters_gets_new_cert_and_key_and_leaves_the_others(node, now):
