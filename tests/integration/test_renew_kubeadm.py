@@ -52,8 +52,13 @@ def test_check_mode_shows_the_plan_and_changes_no_byte(fleet, tmp_path):
     before = digest(fleet, list(ALPHA) + list(BRAVO))
     result = renew(fleet, tmp_path, "--check", "--diff")
     assert result.returncode == 0, result.stdout + result.stderr
-    for node in list(ALPHA) + list(BRAVO):
-        assert "Planned on %s (native method)" % node in result.stdout
+    # method auto takes the node's kubeadm, as on a real control plane: alpha stands for v1.31, bravo for v1.28
+    for node in ALPHA:
+        assert "Planned on %s (kubeadm method, kubeadm v1.31.4)" % node in result.stdout
+    assert "Planned on bravo-cp1 (kubeadm method, kubeadm v1.28.15)" in result.stdout
+    # kubeadm renews bravo's leaves; the kubelet's client cert is not kubeadm's
+    assert re.search(r"\n +apiserver: expires .* by kubeadm\n", result.stdout)
+    assert re.search(r"\n +kubelet.conf: expires .* natively: the kubelet's client certificate is not kubeadm's", result.stdout)
     # kube-apiserver reloads its certs by itself; bravo's kubelet needs a restart for its repaired kubelet.conf
     assert result.stdout.count("restart, in order: kube-controller-manager, kube-scheduler\n") == 3
     assert "restart, in order: kube-controller-manager, kube-scheduler, kubelet\n" in result.stdout
@@ -204,6 +209,28 @@ def test_component_that_never_comes_back_is_rolled_back(fleet, tmp_path):
     after_files = {k: v for k, v in digest(fleet, [node]).items() if "var/lib/kubepki" not in k}
     assert after_files == {k: v for k, v in before_files.items() if "var/lib/kubepki" not in k}
     assert len(list((fleet.node_root(node) / "var/lib/kubepki/backups").iterdir())) == backups_before + 1
+    assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_kubeadm_failing_half_way_is_reported_and_rolled_back(fleet, tmp_path):
+    """kubeadm writes key, then cert, in place: a failure between them (a full disk) leaves a pair that does not
+    match. What it wrote is reported as changed, and the node is rolled back to its backup."""
+    node = "alpha-cp2"
+    fault = fleet.node_root(node) / "run/kubepki-lab/kubeadm-fault"
+    fault.write_text("apiserver-kubelet-client\n")
+    before = {k: v for k, v in digest(fleet, [node]).items() if "var/lib/kubepki" not in k}
+    try:
+        result = renew(fleet, tmp_path, "-l", node, "-e", "kubepki_force=true")
+    finally:
+        fault.unlink(missing_ok=True)
+    assert result.returncode != 0
+    assert "kubeadm certs renew apiserver-kubelet-client --cert-dir /etc/kubernetes/pki` failed (rc 1)" in result.stdout
+    assert "no space left on device" in result.stdout
+    assert ("apiserver-kubelet-client (kubeadm failed after writing /etc/kubernetes/pki/apiserver-kubelet-client.key)"
+            in result.stdout)
+    assert "It was rolled back" in result.stdout and "healthy on its previous certificates" in result.stdout
+    after = {k: v for k, v in digest(fleet, [node]).items() if "var/lib/kubepki" not in k}
+    assert after == before
     assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
 
 

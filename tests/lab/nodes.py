@@ -6,7 +6,8 @@ populate(node, root): writes the node's PKI with tests/lab/pki.py as the cluster
     containers (docker) and the PATH the node's supervisor uses.
 start(lab, node): starts the node's supervisor (tests/lab/supervisor.py); joins alpha-style
     kubeadm control planes to the first one's etcd as `kubeadm join` does; after the fleet's
-    last node, waits until every node listens on its ports.
+    last node, waits until every node listens on its ports, then uploads each kubeadm cluster's
+    kube-system/kubeadm-config as `kubeadm init` does.
 
 All nodes share one network namespace, so every listener binds the node's own address (kubeadm's
 loopback-only listeners are moved there through pki.KubeadmNet) and keeps the usual port numbers.
@@ -15,7 +16,8 @@ the supervisor's processes (e.g. kube-apiserver built from source).
 
 kubeadm clusters stand for the kubeadm/Kubernetes line of their key `kubeadm_version:` (v1.31, the
 default, or v1.28): tree, validity, subjects and images as pki.kubeadm_cluster(style=...) writes them,
-and the kubelet of that version (v1.28 reads its serving cert once, v1.31 reloads it). Key `etcd:
+the kubelet of that version (v1.28 reads its serving cert once, v1.31 reloads it) and its kubeadm
+(tools/kubeadm.py: `certs renew` as that line has it). Key `etcd:
 external` gives the cluster an etcd outside kubeadm (a systemd unit with its own CA on the first control
 plane; the control planes hold its ca.crt and an apiserver-etcd-client pair, as kubeadm's external-etcd
 docs have the user copy them); single control plane only.
@@ -36,15 +38,19 @@ Scenarios (cluster key `scenario:`), times relative to `up`:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -73,6 +79,8 @@ RKE_IMAGE = "rancher/hyperkube:v1.28.15-rancher1"
 SSL = "/etc/kubernetes/ssl"
 BOOT_DIR = "run/kubepki-lab/boot"     # expired files set aside while the components start
 
+# kubeadm clusters whose kubeadm-config to upload once the fleet is up: (first control plane's root, address, cluster)
+_UPLOADS = []
 # Cluster-wide material, made at the first node of a cluster. The Cluster object is kept in the
 # value so its id cannot be reused by another up in the same process.
 _MATERIAL = {}
@@ -376,8 +384,38 @@ def start(lab, node) -> None:
             raise RuntimeError(f"the supervisor of {node.name} did not start; see {root}/var/log/kubepki-lab/supervisor.log:\n"
                                + _tail(root / "var/log/kubepki-lab/supervisor.log"))
         time.sleep(0.02)
+    if node.distribution == "kubeadm" and node.name == cps[0].name:
+        _UPLOADS.append((root, cps[0].address, _MATERIAL[id(node.cluster)][1]["cluster"]))
     if config and node.name == lab.fleet().nodes[-1].name:
         wait_ready(lab)
+        while _UPLOADS:
+            _upload_kubeadm_config(*_UPLOADS.pop())
+
+
+def _upload_kubeadm_config(root: Path, address: str, cluster) -> None:
+    """kube-system/kubeadm-config as `kubeadm init` uploaded it (phases/uploadconfig), when its admin credentials
+    were valid: sent with a system:masters client cert signed by the cluster CA now, since expired scenarios'
+    admin.conf no longer authenticates."""
+    admin = pki.new_leaf("kubernetes-admin", cluster.ca, cluster.profile, pki.utc(), orgs=("system:masters",))
+    body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+                       "data": {"ClusterConfiguration": yaml.safe_dump(pki.kubeadm_cluster_configuration(cluster))}})
+    with tempfile.TemporaryDirectory() as tmp:
+        pem = Path(tmp) / "admin.pem"
+        pem.write_bytes(pki.cert_pem(admin.cert) + pki.key_pem(admin.key))
+        tls = ssl.create_default_context(cadata=pki.cert_pem(cluster.ca.cert).decode())
+        tls.check_hostname = False
+        tls.load_cert_chain(str(pem))
+    conn = http.client.HTTPSConnection(address, 6443, context=tls, timeout=10)
+    try:
+        conn.request("POST", "/api/v1/namespaces/kube-system/configmaps", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        answer = resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+    if resp.status not in (201, 409):
+        raise RuntimeError(f"uploading kube-system/kubeadm-config to {address}:6443 answered {resp.status}: {answer[:300]}; "
+                           f"see {root}/var/log/kubepki-lab/supervisor.log")
 
 
 def _etcd_member_add(cp1_root: Path, cp1_address: str, node) -> None:

@@ -570,6 +570,25 @@ def kubeadm_cluster(now: datetime | None = None, *, ca_issued_at: datetime | Non
         external_etcd_url=external_etcd_url if external_etcd else None)
 
 
+def kubeadm_cluster_configuration(cl: KubeadmCluster) -> dict:
+    """The ClusterConfiguration `kubeadm init` uploads to kube-system/kubeadm-config (phases/uploadconfig), defaults
+    applied: v1beta3 up to v1.30; v1beta4 from v1.31 with its validity periods and encryptionAlgorithm
+    (cmd/kubeadm/app/apis/kubeadm/v1beta4/defaults.go: 8760h, 87600h, RSA-2048)."""
+    config = {"apiVersion": "kubeadm.k8s.io/v1beta3" if cl.style == "v1.28" else "kubeadm.k8s.io/v1beta4",
+              "kind": "ClusterConfiguration", "certificatesDir": PKI, "clusterName": cl.cluster_name,
+              "imageRepository": "registry.k8s.io", "kubernetesVersion": KUBEADM_IMAGES[cl.style][0],
+              "networking": {"dnsDomain": cl.dns_domain, "serviceSubnet": cl.service_subnet},
+              "etcd": {"external": {"endpoints": [cl.external_etcd_url]}} if cl.external_etcd_url
+              else {"local": {"dataDir": "/var/lib/etcd"}}}
+    if cl.control_plane_endpoint:
+        config["controlPlaneEndpoint"] = cl.control_plane_endpoint
+    if cl.style != "v1.28":
+        config.update(certificateValidityPeriod=f"{int(cl.profile.leaf_lifetime / HOUR)}h0m0s",
+                      caCertificateValidityPeriod=f"{int(cl.profile.ca_lifetime / HOUR)}h0m0s",
+                      encryptionAlgorithm="ECDSA-P256" if cl.key_kind == "ecdsa" else "RSA-2048")
+    return config
+
+
 @dataclasses.dataclass(frozen=True)
 class KubeadmNet:
     """Addresses and ports written into manifests and configs.  Defaults are kubeadm's; the lab
