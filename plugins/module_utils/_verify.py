@@ -14,7 +14,10 @@ What proves it differs by component (research/corrections.md §2-§3):
 - a kubelet restarted for a repaired kubelet.conf: it gets no new serving cert. A new main PID and
   its node Lease renewed after that process started show it authenticates with its client cert;
   the Lease is read with kubelet.conf's own credentials, so the read proves the new cert works;
-- kube-apiserver or etcd restarted: a new container (crictl); their serving certs reload without one.
+- kube-apiserver or etcd restarted: a new container (crictl); their serving certs reload without one;
+- a kubelet's self-signed serving cert moved aside and the kubelet restarted: :10250 serves the kubelet.crt it
+  wrote, new and valid (cmd/kubelet/app/server.go InitializeTLS makes one when the file is absent); put back:
+  :10250 serves the restored file; RKE's generate_serving_certificate: :10250 serves a new cert from kube-ca.
 """
 
 from __future__ import annotations
@@ -141,6 +144,33 @@ def _restart_check(component, before, after):
     return _check(component, "restart", new and new != old,
                   "runs in a new container %s (was %s)" % (new, old) if new and new != old
                   else "still runs container %s" % old if new else "no running container")
+
+
+KUBELET_FILE = "kubelet/kubelet.crt"
+RKE_KUBE_CA = "rke1/kube-ca"
+KUBELET_SERVING_WANTS = ("new", "old", "issued")
+
+
+def kubelet_serving(facts, want, old_fingerprints, min_days_left):
+    """The check that :10250 serves what a kubelet serving cert fix wants (``KUBELET_SERVING_WANTS``): ``new``, the
+    kubelet.crt it wrote, not one of ``old_fingerprints`` and valid more than ``min_days_left`` days; ``old``, the
+    restored kubelet.crt; ``issued``, a new cert signed by RKE's kube-ca, valid as long."""
+    endpoint = next((e for e in facts["certs"] if e["source"] == "endpoint" and e["component"] == "kubelet"), {})
+    on_disk = next((e for e in facts["certs"] if e["id"] == KUBELET_FILE), {})
+    file_served = bool(on_disk.get("in_use"))
+    fresh = bool(endpoint.get("fingerprint_sha256")) and endpoint["fingerprint_sha256"] not in old_fingerprints \
+        and (endpoint.get("days_left") or 0) > min_days_left
+    ok = {"old": file_served, "new": file_served and fresh, "issued": fresh and endpoint.get("ca") == RKE_KUBE_CA}[want]
+    if not endpoint.get("fingerprint_sha256"):
+        seen = "%s serves nothing%s" % (endpoint.get("endpoint", ":10250"), " (%s)" % endpoint["message"] if endpoint.get("message") else "")
+    else:
+        seen = "%s serves %s, %s, expires %s (%s days), signed by %s; %s" % (
+            endpoint.get("endpoint"), endpoint.get("subject"), endpoint.get("state"), endpoint.get("not_after"),
+            endpoint.get("days_left"), endpoint.get("ca") or "an unknown CA",
+            "the kubelet.crt on disk" if file_served else "not the kubelet.crt on disk (%s)" % on_disk.get("state", "absent"))
+    wanted = {"new": "the kubelet.crt it wrote, new and valid for more than %g days" % min_days_left,
+              "old": "its restored kubelet.crt", "issued": "a new certificate from kube-ca valid for more than %g days" % min_days_left}[want]
+    return _check("kubelet", "served", ok, seen if ok else "wants %s; %s" % (wanted, seen))
 
 
 def judge(facts, before, after, renewed, restarted, must_serve):

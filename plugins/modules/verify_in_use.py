@@ -55,7 +55,7 @@ options:
     default: []
   before:
     description:
-      - RV(evidence) of the O(phase=before) run. Required with O(phase=after).
+      - RV(evidence) of the O(phase=before) run. Required with O(phase=after) unless O(kubelet_serving) is set.
     type: dict
   must_serve:
     description:
@@ -63,6 +63,26 @@ options:
     type: list
     elements: str
     default: [kube-apiserver, etcd, etcd-peer, kube-controller-manager, kube-scheduler]
+  kubelet_serving:
+    description:
+      - Judge only what the kubelet serves on 10250 after its self-signed serving certificate was moved aside
+        (V(new) - the C(kubelet.crt) it wrote, not one of O(kubelet_old_fingerprints) and valid more than
+        O(kubelet_min_days_left) days), put back (V(old) - the restored C(kubelet.crt)), or replaced by RKE's
+        C(generate_serving_certificate) (V(issued) - a new certificate from kube-ca, valid as long).
+      - With O(phase=after) only; O(before) is then not needed.
+    type: str
+    choices: [new, old, issued]
+  kubelet_old_fingerprints:
+    description:
+      - SHA-256 fingerprints the kubelet served or held before; a certificate with one of them is not new.
+    type: list
+    elements: str
+    default: []
+  kubelet_min_days_left:
+    description:
+      - Days a new kubelet serving certificate must be valid for.
+    type: float
+    default: 0
   probe_host:
     description:
       - Address the node's endpoints are probed on.
@@ -93,6 +113,17 @@ EXAMPLES = r"""
     before: "{{ shown_before.evidence }}"
   register: verified
   until: verified is succeeded
+  retries: 30
+  delay: 2
+
+- name: Wait until the kubelet serves the kubelet.crt it wrote after kubelet.crt was moved aside
+  kubepki.fleet.verify_in_use:
+    phase: after
+    kubelet_serving: new
+    kubelet_old_fingerprints: ["{{ plan.served.fingerprint_sha256 }}"]
+    kubelet_min_days_left: 30
+  register: kubelet_verified
+  until: kubelet_verified is succeeded
   retries: 30
   delay: 2
 """
@@ -176,14 +207,20 @@ def main():
             before=dict(type="dict"),
             must_serve=dict(type="list", elements="str",
                             default=["kube-apiserver", "etcd", "etcd-peer", "kube-controller-manager", "kube-scheduler"]),
+            kubelet_serving=dict(type="str", choices=list(_verify.KUBELET_SERVING_WANTS)),
+            kubelet_old_fingerprints=dict(type="list", elements="str", default=[], no_log=False),
+            kubelet_min_days_left=dict(type="float", default=0),
             probe_host=dict(type="str", default="127.0.0.1"),
             probe_timeout=dict(type="float", default=3.0),
         ),
-        required_if=[("phase", "after", ["before"])],
         supports_check_mode=True,
     )
     assert_cryptography(module)
     params = module.params
+    if params["phase"] == "after" and params["before"] is None and not params["kubelet_serving"]:
+        module.fail_json(msg="phase=after needs before (the evidence of the phase=before run), or kubelet_serving")
+    if params["kubelet_serving"] and params["phase"] != "after":
+        module.fail_json(msg="kubelet_serving judges what is served now: use it with phase=after")
     fs = NodeFS(params["rootfs"])
     try:
         facts = gather(fs, now=datetime.datetime.now(datetime.timezone.utc), user_kubeconfigs=False,
@@ -191,7 +228,12 @@ def main():
         found = _verify.evidence(facts, module.run_command, fs, "kubelet" in params["restarted"])
         if params["phase"] == "before":
             module.exit_json(changed=False, evidence=found, verified=False, checks=[])
-        ok, checks = _verify.judge(facts, params["before"], found, params["renewed"], params["restarted"], params["must_serve"])
+        if params["kubelet_serving"]:
+            checks = [_verify.kubelet_serving(facts, params["kubelet_serving"], params["kubelet_old_fingerprints"],
+                                              params["kubelet_min_days_left"])]
+            ok = checks[0]["ok"]
+        else:
+            ok, checks = _verify.judge(facts, params["before"], found, params["renewed"], params["restarted"], params["must_serve"])
     except Exception as exc:  # pylint: disable=broad-except  # a bug here must read as a message, not a traceback
         module.fail_json(msg="cannot verify the renewed certificates: %s" % exc, exception=traceback.format_exc())
     result = dict(changed=False, evidence=found, verified=ok, checks=checks)

@@ -2,8 +2,8 @@
 whose ca.crt and an apiserver-etcd-client pair the user copied into /etc/kubernetes/pki): kubeadm's own certs are
 renewed and in use, the etcd client material is left to its owner, and a failed renewal rolls back cleanly.
 
-Its own lab (echo, kubeadm v1.31, leaves expiring in 17 days) on 127.0.5.11, beside the default fleet. The tests run
-in file order on one lab.
+Its own lab (echo, kubeadm v1.31 with a three-year certificateValidityPeriod, leaves expiring in 17 days) on
+127.0.5.11, beside the default fleet. The tests run in file order on one lab.
 """
 import os
 import subprocess
@@ -27,6 +27,7 @@ def lab(tmp_path_factory):
         pytest.skip(f"addresses busy ({', '.join(taken)}): another lab runs there")
     default = yaml.safe_load(labmod.DEFAULT_FLEET.read_text())
     echo = {"name": "echo", "distribution": "kubeadm", "scenario": "expiring_20d", "etcd": "external",
+            "certificate_validity_hours": 26280,
             "nodes": [{"name": NODE, "role": "control-plane", "address": ADDRESS}]}
     base = tmp_path_factory.mktemp("echo")
     spec = base / "fleet.yml"
@@ -63,7 +64,9 @@ def test_kubeadm_certs_renewed_and_the_external_etcd_client_left_to_its_owner(la
     old = served(ADDRESS, 6443).fingerprint(hashes.SHA256())
     result = renew(lab, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert served(ADDRESS, 6443).fingerprint(hashes.SHA256()) != old and days_left(served(ADDRESS, 6443)) > 360
+    # A three-year cluster gets three-year certs back: kubeadm, told nothing, would issue one year, so they go native.
+    assert "apiserver: expires" in result.stdout and "(lifetime 1095 -> 1095 days) natively: kubeadm v1.31.4 would issue 365 days" in result.stdout
+    assert served(ADDRESS, 6443).fingerprint(hashes.SHA256()) != old and days_left(served(ADDRESS, 6443)) > 1090
     assert etcd_client(lab) == client_before
     assert kubectl_works(lab)
     report = (tmp_path / "report" / "kubepki-report.json").read_text()

@@ -114,8 +114,9 @@ def test_both_kubelets_serve_fresh_self_signed_certificates(fleet):
         # client-go's GenerateSelfSignedCertKey: leaf <host>@<unix> issued by <host>-ca@<unix>
         assert re.fullmatch(r"%s@\d+" % node, cn(cert)) and cert.issuer.rfc4514_string() == "CN=%s-ca@%s" % (node, cn(cert).split("@")[1])
         assert days_left(cert) > 360 and cert.fingerprint(hashes.SHA256()) != old[node]
-        assert re.search(r"%s: the kubelet serves CN=%s@\d+ until \S+ \(was \S+\); the old pair is kept as "
-                         r"/var/lib/kubelet/pki/kubelet.crt.kubepki-\d{8}T\d{6}Z and " % (node, node), said(result))
+        assert re.search(r"%s: %s:10250 serves CN=%s@\d+, ok, expires \S+ \(36\d\.\d+ days\), signed by \S+; the kubelet.crt on "
+                         r"disk \(was \S+\); the old pair is kept as /var/lib/kubelet/pki/kubelet.crt.kubepki-\d{8}T\d{6}Z and "
+                         % (node, address, node), said(result))
 
         pki = fleet.node_root(node) / "var/lib/kubelet/pki"
         modes = {p.name.split(".kubepki-")[0] + (" (old)" if ".kubepki-" in p.name else ""): stat.S_IMODE(p.stat().st_mode)
@@ -164,7 +165,7 @@ def test_a_new_certificate_that_fails_verification_is_rolled_back(fleet):
     result = renew(fleet, "-l", node, "-e", "kubepki_threshold_days=400", "-e", "fix_rke_kubelet_retries=3",
                    "-e", "fix_rke_kubelet_delay=1")
     assert result.returncode != 0
-    assert "does not serve the kubelet.crt it should have written, new and valid for more than 400 days" in said(result)
+    assert "kubelet: wants the kubelet.crt it wrote, new and valid for more than 400 days; " in said(result)
     assert "The old kubelet.crt and kubelet.key were put back and are served again; the backup is /var/lib/kubepki/backups/" in said(result)
     assert fingerprints()[node] == before_served
     assert ((pki / "kubelet.crt").read_bytes(), (pki / "kubelet.key").read_bytes()) == before_pair

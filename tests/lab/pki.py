@@ -548,7 +548,7 @@ def kubeadm_cluster(now: datetime | None = None, *, ca_issued_at: datetime | Non
                     key: str = "rsa", control_plane_endpoint: str | None = None, cluster_name: str = "kubernetes",
                     service_subnet: str = "10.96.0.0/12", dns_domain: str = "cluster.local",
                     external_ca: bool = False, external_etcd: bool = False,
-                    external_etcd_url: str | None = None) -> KubeadmCluster:
+                    external_etcd_url: str | None = None, leaf_validity: timedelta | None = None) -> KubeadmCluster:
     """Create the cluster-wide kubeadm material once: ca, front-proxy-ca, etcd/ca, sa.key.
 
     ``style``: "current" (kubeadm v1.31+) or "v1.28" (v1.28-v1.30 validity and subjects).
@@ -556,8 +556,13 @@ def kubeadm_cluster(now: datetime | None = None, *, ca_issued_at: datetime | Non
     written on nodes.  ``external_etcd``: no etcd CA, etcd certs or etcd manifest; with ``external_etcd_url``
     the external etcd's CA (``external_etcd_ca``, also for the etcd servers' own certs) and the copied client
     material (pki/etcd/ca.crt without key, apiserver-etcd-client) with the apiserver's --etcd-* flags.
+    ``leaf_validity``: v1beta4 certificateValidityPeriod (style current only), one year when None.
     """
+    if leaf_validity is not None and style != "current":
+        raise ValueError("certificateValidityPeriod exists from kubeadm v1.31 (v1beta4) only")
     profile = KUBEADM_STYLES[style]
+    if leaf_validity is not None:
+        profile = dataclasses.replace(profile, leaf_lifetime=leaf_validity)
     issued = utc(ca_issued_at if ca_issued_at is not None else now)
     return KubeadmCluster(
         style=style, profile=profile, key_kind=key, ca_issued_at=issued,

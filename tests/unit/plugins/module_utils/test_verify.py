@@ -100,3 +100,36 @@ def test_containers_and_kubelet_process_are_read_from_crictl_and_systemctl():
     assert _verify.containers(run) == {"kube-apiserver": "abc"}
     assert _verify.kubelet_process(run) == {"pid": "4242", "started": "2026-12-02T00:15:26Z"}
     assert _verify.containers(lambda argv: (1, "", "crictl: not found")) is None
+
+
+def kubelet_facts(fingerprint, days_left, ca, file_in_use):
+    served = dict(endpoint("kubelet", fingerprint), endpoint="10.0.1.11:10250", subject="CN=cp@1", not_after="2027-12-01T00:00:00Z",
+                  days_left=days_left, ca=ca)
+    on_disk = {"id": _verify.KUBELET_FILE, "source": "file", "component": "kubelet", "name": "kubelet.crt",
+               "in_use": file_in_use, "state": "ok"}
+    return facts(served, on_disk)
+
+
+def test_regenerated_kubelet_crt_must_be_served_new_and_long_enough():
+    fresh = kubelet_facts("NEW", 365.0, "kubelet/kubelet.crt#chain", True)
+    assert _verify.kubelet_serving(fresh, "new", ["OLD"], 30)["ok"]
+    assert not _verify.kubelet_serving(kubelet_facts("OLD", 365.0, None, True), "new", ["OLD"], 30)["ok"]
+    short = _verify.kubelet_serving(fresh, "new", ["OLD"], 400)
+    assert not short["ok"] and short["detail"].startswith("wants the kubelet.crt it wrote, new and valid for more than 400 days; ")
+    # a new cert that is not the file on disk (a tlsCertFile elsewhere) is not the regenerated kubelet.crt
+    assert not _verify.kubelet_serving(kubelet_facts("NEW", 365.0, None, False), "new", ["OLD"], 30)["ok"]
+
+
+def test_restored_and_rke_issued_kubelet_certs():
+    assert _verify.kubelet_serving(kubelet_facts("OLD", -35.0, None, True), "old", ["OLD"], 30)["ok"]
+    assert not _verify.kubelet_serving(kubelet_facts("NEW", 365.0, None, False), "old", ["OLD"], 30)["ok"]
+    assert _verify.kubelet_serving(kubelet_facts("RKE", 3650.0, _verify.RKE_KUBE_CA, False), "issued", ["OLD"], 30)["ok"]
+    self_signed = _verify.kubelet_serving(kubelet_facts("NEW", 365.0, None, True), "issued", ["OLD"], 30)
+    assert not self_signed["ok"] and "signed by an unknown CA" in self_signed["detail"]
+
+
+def test_a_kubelet_that_serves_nothing_says_so():
+    down = facts({"id": "endpoint/10.0.1.11:10250", "source": "endpoint", "component": "kubelet", "endpoint": "10.0.1.11:10250",
+                  "message": "connection refused"})
+    check = _verify.kubelet_serving(down, "new", [], 30)
+    assert not check["ok"] and check["detail"].endswith("10.0.1.11:10250 serves nothing (connection refused)")
