@@ -166,7 +166,7 @@ def kubelet_serving(facts, want, old_fingerprints, min_days_left):
     else:
         seen = "%s serves %s, %s, expires %s (%s days), signed by %s; %s" % (
             endpoint.get("endpoint"), endpoint.get("subject"), endpoint.get("state"), endpoint.get("not_after"),
-            endpoint.get("days_left"), endpoint.get("ca") or "an unknown CA",
+            endpoint.get("days_left"), endpoint.get("ca") or endpoint.get("issuer") or "an unknown issuer",
             "the kubelet.crt on disk" if file_served else "not the kubelet.crt on disk (%s)" % on_disk.get("state", "absent"))
     wanted = {"new": "the kubelet.crt it wrote, new and valid for more than %g days" % min_days_left,
               "old": "its restored kubelet.crt", "issued": "a new certificate from kube-ca valid for more than %g days" % min_days_left}[want]

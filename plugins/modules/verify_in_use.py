@@ -187,6 +187,7 @@ checks:
 """
 
 import datetime
+import errno
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
@@ -195,6 +196,16 @@ from ansible_collections.kubepki.fleet.plugins.module_utils import _verify
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import gather
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
+
+
+def _run_command(module):
+    """``module.run_command`` that raises OSError for a missing binary (crictl, systemctl), as _verify expects,
+    instead of failing the module."""
+    def run(argv):
+        if not module.get_bin_path(argv[0]):
+            raise OSError(errno.ENOENT, "%s is not installed" % argv[0])
+        return module.run_command(argv)
+    return run
 
 
 def main():
@@ -225,14 +236,15 @@ def main():
     try:
         facts = gather(fs, now=datetime.datetime.now(datetime.timezone.utc), user_kubeconfigs=False,
                        probe_host=params["probe_host"], probe_timeout=params["probe_timeout"])
-        found = _verify.evidence(facts, module.run_command, fs, "kubelet" in params["restarted"])
-        if params["phase"] == "before":
-            module.exit_json(changed=False, evidence=found, verified=False, checks=[])
         if params["kubelet_serving"]:
+            found = {"now": facts["now"], "served": _verify.served(facts)}
             checks = [_verify.kubelet_serving(facts, params["kubelet_serving"], params["kubelet_old_fingerprints"],
                                               params["kubelet_min_days_left"])]
             ok = checks[0]["ok"]
         else:
+            found = _verify.evidence(facts, _run_command(module), fs, "kubelet" in params["restarted"])
+            if params["phase"] == "before":
+                module.exit_json(changed=False, evidence=found, verified=False, checks=[])
             ok, checks = _verify.judge(facts, params["before"], found, params["renewed"], params["restarted"], params["must_serve"])
     except Exception as exc:  # pylint: disable=broad-except  # a bug here must read as a message, not a traceback
         module.fail_json(msg="cannot verify the renewed certificates: %s" % exc, exception=traceback.format_exc())

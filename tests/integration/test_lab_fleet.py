@@ -110,6 +110,29 @@ def test_kubectl_with_admin_conf(fleet):
     assert expired.returncode != 0 and "x509: certificate has expired" in expired.stderr, expired.stderr
 
 
+def test_kubeadm_clusters_hold_what_kubeadm_of_their_line_made(fleet):
+    """alpha stands for v1.31: its kubeadm, super-admin.conf, the kubeadm:cluster-admins binding and a v1beta4
+    kubeadm-config; bravo for v1.28: its kubeadm has no super-admin.conf subcommand and fails it as v1.28 does."""
+    kubectl = ["kubectl", "--kubeconfig", str(fleet.node_root("alpha-cp1") / "etc/kubernetes/admin.conf")]
+    binding = subprocess.run(kubectl + ["get", "clusterrolebinding", "kubeadm:cluster-admins", "-o", "json"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert binding.returncode == 0, binding.stderr
+    assert json.loads(binding.stdout)["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                                      "name": "kubeadm:cluster-admins"}]
+    config = subprocess.run(kubectl + ["-n", "kube-system", "get", "cm", "kubeadm-config", "-o", "jsonpath={.data.ClusterConfiguration}"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert "apiVersion: kubeadm.k8s.io/v1beta4" in config.stdout and "certificateValidityPeriod: 8760h0m0s" in config.stdout
+    assert (fleet.node_root("alpha-cp1") / "etc/kubernetes/super-admin.conf").exists()
+    assert not (fleet.node_root("bravo-cp1") / "etc/kubernetes/super-admin.conf").exists()
+
+    assert ssh(fleet, "alpha-cp1", "kubeadm version -o short").stdout == "v1.31.4\n"
+    assert ssh(fleet, "bravo-cp1", "kubeadm version -o short").stdout == "v1.28.15\n"
+    assert "super-admin.conf" in ssh(fleet, "alpha-cp1", "kubeadm certs renew --help").stdout
+    assert "super-admin.conf" not in ssh(fleet, "bravo-cp1", "kubeadm certs renew --help").stdout
+    old = ssh(fleet, "bravo-cp1", "kubeadm certs renew super-admin.conf --cert-dir /etc/kubernetes/pki", check=False)
+    assert old.returncode == 1 and old.stderr.startswith("unknown flag: --cert-dir\n"), old
+
+
 def scheduler_pid(lab):
     res = ssh(lab, "alpha-cp2", "id=$(crictl ps --name kube-scheduler -q); [ -z \"$id\" ] || crictl inspect $id")
     found = re.search(r'"pid": (\d+)', res.stdout)

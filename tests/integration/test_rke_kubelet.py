@@ -114,9 +114,9 @@ def test_both_kubelets_serve_fresh_self_signed_certificates(fleet):
         # client-go's GenerateSelfSignedCertKey: leaf <host>@<unix> issued by <host>-ca@<unix>
         assert re.fullmatch(r"%s@\d+" % node, cn(cert)) and cert.issuer.rfc4514_string() == "CN=%s-ca@%s" % (node, cn(cert).split("@")[1])
         assert days_left(cert) > 360 and cert.fingerprint(hashes.SHA256()) != old[node]
-        assert re.search(r"%s: %s:10250 serves CN=%s@\d+, ok, expires \S+ \(36\d\.\d+ days\), signed by \S+; the kubelet.crt on "
+        assert re.search(r"%s: %s:10250 serves CN=%s@\d+, ok, expires \S+ \(36\d\.\d+ days\), signed by CN=%s-ca@\d+; the kubelet.crt on "
                          r"disk \(was \S+\); the old pair is kept as /var/lib/kubelet/pki/kubelet.crt.kubepki-\d{8}T\d{6}Z and "
-                         % (node, address, node), said(result))
+                         % (node, address, node, node), said(result))
 
         pki = fleet.node_root(node) / "var/lib/kubelet/pki"
         modes = {p.name.split(".kubepki-")[0] + (" (old)" if ".kubepki-" in p.name else ""): stat.S_IMODE(p.stat().st_mode)

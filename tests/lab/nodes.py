@@ -398,29 +398,37 @@ def start(lab, node) -> None:
 
 
 def _upload_kubeadm_config(root: Path, address: str, cluster) -> None:
-    """kube-system/kubeadm-config as `kubeadm init` uploaded it (phases/uploadconfig), when its admin credentials
-    were valid: sent with a system:masters client cert signed by the cluster CA now, since expired scenarios'
-    admin.conf no longer authenticates."""
+    """What `kubeadm init` creates through the API, when its admin credentials were valid: kube-system/kubeadm-config
+    (phases/uploadconfig) and, from v1.29, the ClusterRoleBinding that gives admin.conf's group kubeadm:cluster-admins
+    cluster-admin (phases/kubeconfig EnsureAdminClusterRoleBinding, kubernetes#121305). Sent with a system:masters
+    client cert signed by the cluster CA now, since expired scenarios' admin.conf no longer authenticates."""
     admin = pki.new_leaf("kubernetes-admin", cluster.ca, cluster.profile, pki.utc(), orgs=("system:masters",))
-    body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
-                       "data": {"ClusterConfiguration": yaml.safe_dump(pki.kubeadm_cluster_configuration(cluster))}})
+    objects = [("/api/v1/namespaces/kube-system/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+        "data": {"ClusterConfiguration": yaml.safe_dump(pki.kubeadm_cluster_configuration(cluster))}})]
+    if cluster.admins_org == "kubeadm:cluster-admins":
+        objects.append(("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "kubeadm:cluster-admins"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kubeadm:cluster-admins"}]}))
     with tempfile.TemporaryDirectory() as tmp:
         pem = Path(tmp) / "admin.pem"
         pem.write_bytes(pki.cert_pem(admin.cert) + pki.key_pem(admin.key))
         tls = ssl.create_default_context()
         tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE    # expired scenarios serve expired certs by now
         tls.load_cert_chain(str(pem))
-    conn = http.client.HTTPSConnection(address, 6443, context=tls, timeout=10)
-    try:
-        conn.request("POST", "/api/v1/namespaces/kube-system/configmaps", body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        answer = resp.read().decode(errors="replace")
-    finally:
-        conn.close()
-    if resp.status not in (201, 409):
-        raise RuntimeError(f"uploading kube-system/kubeadm-config to {address}:6443 answered {resp.status}: {answer[:300]}; "
-                           f"see {root}/var/log/kubepki-lab/supervisor.log")
+    for path, obj in objects:
+        conn = http.client.HTTPSConnection(address, 6443, context=tls, timeout=10)
+        try:
+            conn.request("POST", path, json.dumps(obj), {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+        if resp.status not in (201, 409):
+            raise RuntimeError(f"creating {obj['kind']} {obj['metadata']['name']} on {address}:6443 answered {resp.status}: "
+                               f"{answer[:300]}; see {root}/var/log/kubepki-lab/supervisor.log")
 
 
 def _etcd_member_add(cp1_root: Path, cp1_address: str, node) -> None:

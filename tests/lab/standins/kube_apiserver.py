@@ -319,6 +319,10 @@ RESOURCES = [
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True, (), "leases",
              [("Holder", "string", lambda o: (o.get("spec") or {}).get("holderIdentity", "")), AGE]),
     Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, verbs=("create",)),
+    # stored and listed only: the stand-in authenticates but does not authorize
+    Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, (), "clusterrolebindings",
+             [("Role", "string", lambda o: "%s/%s" % ((o.get("roleRef") or {}).get("kind", ""), (o.get("roleRef") or {}).get("name", ""))),
+              AGE]),
 ]
 GROUP_VERSIONS = list(dict.fromkeys((r.group, r.version) for r in RESOURCES))
 

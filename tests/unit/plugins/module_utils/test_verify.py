@@ -125,7 +125,7 @@ def test_restored_and_rke_issued_kubelet_certs():
     assert not _verify.kubelet_serving(kubelet_facts("NEW", 365.0, None, False), "old", ["OLD"], 30)["ok"]
     assert _verify.kubelet_serving(kubelet_facts("RKE", 3650.0, _verify.RKE_KUBE_CA, False), "issued", ["OLD"], 30)["ok"]
     self_signed = _verify.kubelet_serving(kubelet_facts("NEW", 365.0, None, True), "issued", ["OLD"], 30)
-    assert not self_signed["ok"] and "signed by an unknown CA" in self_signed["detail"]
+    assert not self_signed["ok"] and "signed by an unknown issuer" in self_signed["detail"]
 
 
 def test_a_kubelet_that_serves_nothing_says_so():
