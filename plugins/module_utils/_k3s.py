@@ -21,7 +21,7 @@ import os
 import re
 import ssl
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _apiclient, _layouts, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _apiclient, _files, _layouts, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import _secret_json_chain, read_node_file
 from ansible_collections.kubepki.fleet.plugins.module_utils._probe import ProbeError, served_certificate
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
@@ -32,6 +32,11 @@ PROGRAMS = {
     "rke2": {"supervisor_port": 9345, "api_url": "https://127.0.0.1:6443", "unit": "rke2-server", "agent_unit": "rke2-agent"},
 }
 FINGERPRINT_ANNOTATION = "listener.cattle.io/fingerprint"
+# a user-provided cert: dynamiclistener never renews it (factory/gen.go IsStatic), but its Regenerate ignores the mark
+STATIC_ANNOTATION = "listener.cattle.io/static"
+REGENERATE_TRIGGER = "dynamic-cert-regenerate"
+# dynamiclistener listener.go WrapExpiration: the served cert is checked at start and every 6 h
+RENEW_CHECK_HOURS = 6
 # CertificateRenewDays: 90 until the May 2025 releases, 120 from (minor, first patch) on (rancher.md 1.3).
 RENEW_DAYS_OLD, RENEW_DAYS_NEW = 90, 120
 _RENEW_120_FROM = {30: 13, 31: 9, 32: 5, 33: 1}
@@ -101,16 +106,15 @@ def describe_cert(cert, now, threshold_days):
     days_left, state, message = _x509.validity(cert, now, threshold_days)
     info = _x509.describe(cert)
     return {"subject": info["subject"], "subject_cn": info["subject_cn"], "not_after": info["not_after"],
-            "days_left": days_left, "serial": info["serial"], "fingerprint_sha1": _x509.fingerprint_hex(cert),
+            "days_left": days_left, "lifetime_days": round((_x509.not_after(cert) - _x509.not_before(cert)).total_seconds() / 86400.0, 2), "serial": info["serial"], "fingerprint_sha1": _x509.fingerprint_hex(cert),
             "fingerprint_sha256": info["fingerprint_sha256"], "state": state, "message": message}
 
 
 def _secret_leaf(data, what):
-    """``(leaf cert, fingerprint annotation or None)`` of a serialized v1.Secret; the key is dropped at once."""
+    """``(leaf cert, annotations)`` of a serialized v1.Secret; the key is dropped at once."""
     chain, _key = _secret_json_chain(data, what)
     leaf = _x509.load_certificates(chain, what + " tls.crt")[0]
-    annotations = (json.loads(data.decode("utf-8")).get("metadata") or {}).get("annotations") or {}
-    return leaf, annotations.get(FINGERPRINT_ANNOTATION)
+    return leaf, (json.loads(data.decode("utf-8")).get("metadata") or {}).get("annotations") or {}
 
 
 def read_served(host, port, now, threshold_days, timeout):
@@ -131,13 +135,13 @@ def read_dynamic_cert(server, now, threshold_days):
         info.update(state="missing", message="%s is absent (k3s rewrites it from the secret)" % server.dynamic_cert)
         return None, info
     try:
-        cert, annotation = _secret_leaf(read_node_file(server.fs, server.dynamic_cert), server.dynamic_cert)
+        cert, annotations = _secret_leaf(read_node_file(server.fs, server.dynamic_cert), server.dynamic_cert)
     except (CertError, ValueError) as exc:
         info.update(state="invalid", message="%s (before 2026, k3s fails every TLS handshake with a corrupt cache, "
                                              "k3s-io/k3s#14220)" % exc)
         return None, info
     info.update(describe_cert(cert, now, threshold_days))
-    info["annotation_fingerprint"] = annotation
+    info["annotation_fingerprint"] = annotations.get(FINGERPRINT_ANNOTATION)
     return cert, info
 
 
@@ -204,12 +208,13 @@ class Api:
                 return None, info
             if status != 200:
                 raise self._refused("GET", status, body)
-            cert, annotation = _secret_leaf(body, "secret kube-system/" + self.server.secret_name)
+            cert, annotations = _secret_leaf(body, "secret kube-system/" + self.server.secret_name)
         except (ResetError, CertError, ValueError) as exc:
             info.update(state="unknown", message=str(exc))
             return None, info
         info.update(describe_cert(cert, now, threshold_days))
-        info.update(state="present", annotation_fingerprint=annotation)
+        info.update(state="present", annotation_fingerprint=annotations.get(FINGERPRINT_ANNOTATION),
+                    static=annotations.get(STATIC_ANNOTATION) == "true")
         return cert, info
 
     def delete_secret(self):
@@ -241,6 +246,40 @@ def stale_reasons(served_info, cached, cached_info, secret, secret_info):
     return reasons
 
 
+def supervisor_plan(release, served_info, stale, secret_info, window_days, threshold_days, force):
+    """``(how, reasons, why not)`` for the supervisor cert on this release line: ``reset`` (seed 003: delete the
+    secret and the cache) before the fix, ``regenerate`` (the trigger file, read at start) after it, or None."""
+    if secret_info.get("static"):
+        return None, [], ("a user-provided certificate (%s=true): dynamiclistener never renews it, and a regeneration "
+                          "would replace it; replace it where it comes from" % STATIC_ANNOTATION)
+    if release["line"] == "legacy":
+        return ("reset" if stale else None), stale, None
+    if force:
+        return "regenerate", ["force=true"], None
+    days_left = served_info["days_left"]
+    if days_left >= threshold_days:
+        return None, [], None
+    if days_left > window_days:
+        return "regenerate", ["%.1f days left, under threshold_days=%s; %s keeps it until %d days before it expires"
+                              % (days_left, threshold_days, release["name"], window_days)], None
+    hours_inside = (window_days - days_left) * 24
+    if hours_inside <= RENEW_CHECK_HOURS + 1:
+        return None, [], ("%.1f days left, inside the %d-day window of %s for %.1f h: it renews the certificate by itself "
+                          "at its next check (every %d h, dynamiclistener listener.go WrapExpiration), without a restart"
+                          % (days_left, window_days, release["name"], hours_inside, RENEW_CHECK_HOURS))
+    return "regenerate", ["%.1f days left, %.1f days inside the %d-day window, yet not renewed: its renewal fails (see "
+                          "journalctl); a regeneration at start makes a new certificate and key"
+                          % (days_left, hours_inside / 24, window_days)], None
+
+
+def write_trigger(server):
+    """The file k3s reads once at start to regenerate the supervisor cert (k3s pkg/cluster/https.go RegenerateCerts,
+    which `certificate rotate` writes too: pkg/cli/cert/cert.go); returns its path."""
+    path = "%s/%s" % (server.tls, REGENERATE_TRIGGER)
+    _files.write_file(server.fs.real(path), b"", 0o600)
+    return path
+
+
 def in_sync(served_info, cached_info, secret_info):
     """Served, cached and stored are one certificate, and the secret's fingerprint annotation says so."""
     fingerprint = served_info.get("fingerprint_sha1")
@@ -257,6 +296,43 @@ def renew_window(version_output):
     minor, patch = int(match.group(1)), int(match.group(2))
     days = RENEW_DAYS_NEW if minor > 33 or patch >= _RENEW_120_FROM.get(minor, 10 ** 6) else RENEW_DAYS_OLD
     return days, "v1.%d.%d" % (minor, patch)
+
+
+# What each release line's dynamiclistener does with the supervisor cert (research/corrections.md §1): a minor's
+# first patch that has it, and the first minor that has it from its start.
+# - "renews": Merge() refuses a secret within ExpirationDaysCheck days of expiry, so the cert renews while running and
+#   at start (dynamiclistener v0.3.4, factory/gen.go fdf983a, k3s#5896: k3s v1.22.13, v1.23.10, v1.24.4; never
+#   v1.21). RKE2 pinned v0.3.3 in its go.mod until rancher/rke2#4324 (v1.24.15, v1.25.11, v1.26.6, v1.27.3+rke2r1).
+# - "recreates": a deleted secret is queued and created again from memory (v0.6.4 / v0.7.1,
+#   storage/kubernetes/controller.go, dynamiclistener#202): k3s and RKE2 v1.31.14, v1.32.10, v1.33.6, v1.34.2; never v1.30.
+# Before "renews" a restart can serve an expired secret again (seed 003): only there is deleting it the repair.
+_RENEWS_FROM = {"k3s": ({22: 13, 23: 10, 24: 4}, 25), "rke2": ({24: 15, 25: 11, 26: 6, 27: 3}, 28)}
+_RECREATES_FROM = ({31: 14, 32: 10, 33: 6, 34: 2}, 35)
+
+
+def _has(version, table):
+    patches, every_from = table
+    minor, patch = version
+    return minor >= every_from or patch >= patches.get(minor, 10 ** 6)
+
+
+def release_line(program, version_output):
+    """``{line, version, source}``: ``legacy``, ``renews`` or ``recreates`` (see _RENEWS_FROM) for what
+    ``<program> --version`` printed. An unreadable version is taken as current, which never deletes the secret."""
+    match = _VERSION_RE.search(version_output or "")
+    if not match:
+        return {"line": "recreates", "version": None, "name": program,
+                "source": "assumed current: the version is unknown (%r); the secret is not deleted, since current "
+                          "releases create it again" % (version_output or "").strip()[:80]}
+    version = (int(match.group(1)), int(match.group(2)))
+    text = "v1.%d.%d" % version
+    if _has(version, _RECREATES_FROM):
+        line, why = "recreates", "renews its supervisor certificate while running and creates a deleted secret again"
+    elif _has(version, _RENEWS_FROM[program]):
+        line, why = "renews", "renews its supervisor certificate while running and at start"
+    else:
+        line, why = "legacy", "may serve an expired secret again after a restart (seed 003)"
+    return {"line": line, "version": text, "name": "%s %s" % (program, text), "source": "%s %s %s" % (program, text, why)}
 
 
 def rotate_service(program, rel):
@@ -357,8 +433,8 @@ def choose_leaf_method(method, server, leaves, binary):
     return "rotate"
 
 
-def _supervisor_entry(server, served_info, reasons):
-    entry = {"name": server.secret_name, "path": server.dynamic_cert, "endpoint": served_info["endpoint"], "how": "reset",
+def _supervisor_entry(server, served_info, how, reasons):
+    entry = {"name": server.secret_name, "path": server.dynamic_cert, "endpoint": served_info["endpoint"], "how": how,
              "reasons": reasons, "new_not_after": None}
     entry.update({k: served_info[k] for k in ("not_after", "days_left", "serial", "fingerprint_sha1")})
     return entry
@@ -419,22 +495,29 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
         api_url = "https://127.0.0.1:%d" % (supervisor_port + 1)   # k3s: apiserver port = https-listen-port + 1
     api = Api(server, api_url, timeout)
     secret, secret_info = api.read_secret(now, threshold_days)
-    reasons = (["force=true"] if force else []) + stale_reasons(served_info, cached, cached_info, secret, secret_info)
     if window_days is None:
         window_days, window_source = renew_window(version_output)
     else:
         window_source = "renew_window_days"
+    release = release_line(server.program, version_output)
+    lifetime = served_info["lifetime_days"]
+    if threshold_days >= lifetime:
+        raise ResetError("threshold_days=%s is not below the %.0f-day lifetime of the supervisor certificate %s issues: "
+                         "every run would regenerate it; use a smaller threshold_days. Nothing was changed."
+                         % (threshold_days, lifetime, server.program))
+    stale = (["force=true"] if force else []) + stale_reasons(served_info, cached, cached_info, secret, secret_info)
+    how, reasons, why_not = supervisor_plan(release, served_info, stale, secret_info, window_days, threshold_days, force)
     due, skipped = plan_leaves(server, now, threshold_days, window_days)
 
-    renewed = ([_supervisor_entry(server, served_info, reasons)] if reasons else []) + due
+    renewed = ([_supervisor_entry(server, served_info, how, reasons)] if how else []) + due
     synced = in_sync(served_info, cached_info, secret_info)
-    if not reasons:
-        reason = "served for %.1f more days" % served_info["days_left"]
-        if synced:
+    if not how:
+        reason = why_not or "served for %.1f more days" % served_info["days_left"]
+        if synced and not why_not:
             reason += ", the same certificate as dynamic-cert.json and the secret"
         skipped.insert(0, {"name": server.secret_name, "path": server.dynamic_cert, "reason": reason})
     forced = leaves_via_rotate(due)
-    result = {"program": server.program, "served": served_info, "dynamic_cert": cached_info, "secret": secret_info,
+    result = {"program": server.program, "release": release, "served": served_info, "dynamic_cert": cached_info, "secret": secret_info,
               "in_sync": synced, "renewed": renewed, "skipped_certs": skipped,
               "restart": [server.unit] if renewed else [], "renew_window_days": window_days,
               "renew_window_source": window_source, "leaf_method": None, "moved": [], "notes": [], "managed_by": []}
@@ -449,10 +532,13 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
         return result
 
     stamp = utc_stamp(clock)
-    if reasons:
+    if how == "reset":
         result["notes"] += _reset_supervisor(server, api, cached_info, secret_info, stamp)
         if cached_info["moved_to"]:
             result["moved"].append({"from": server.dynamic_cert, "to": cached_info["moved_to"]})
+    elif how == "regenerate":
+        result["notes"].append("wrote %s: %s makes a new supervisor certificate and key at its next start and stores it "
+                               "in the secret, which is not deleted (%s)" % (write_trigger(server), server.unit, release["source"]))
     if forced:
         try:
             result["leaf_method"], moved, notes = _force_leaves(server, forced, method, binary, run_command, stamp)

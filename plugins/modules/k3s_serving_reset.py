@@ -14,10 +14,20 @@ version_added: 0.1.0
 description:
   - Compares the certificate the supervisor port serves (k3s C(:6443), RKE2 C(:9345)) with its cache
     C(server/tls/dynamic-cert.json) and the secret C(kube-system/k3s-serving) (RKE2 C(rke2-serving)).
-  - When the served certificate has expired, has fewer than O(threshold_days) left, or differs from the cache (or the
-    cache is corrupt), deletes the secret and moves C(dynamic-cert.json) aside to C(dynamic-cert.json.kubepki-<UTC time>),
-    so that the next start issues a new certificate. A restart alone renews the files of C(server/tls) but keeps
-    serving the old certificate.
+  - What repairs a bad supervisor certificate depends on the release line (C(<program> --version), RV(release)).
+  - Releases before the July 2022 dynamiclistener fix (k3s before v1.22.13, v1.23.10, v1.24.4; RKE2 before v1.24.15,
+    v1.25.11, v1.26.6, v1.27.3) can serve an expired secret again after a restart (seed 003). When the served
+    certificate has expired, has fewer than O(threshold_days) left, or differs from the cache (or the cache is
+    corrupt), the secret is deleted and C(dynamic-cert.json) moved aside to C(dynamic-cert.json.kubepki-<UTC time>),
+    so that the next start issues a new certificate (RV(renewed) C(how=reset)).
+  - Later releases renew it by themselves, while running (every 6 hours) and at start, once it is inside their window
+    (RV(renew_window_days)); from November 2025 (v1.31.14, v1.32.10, v1.33.6, v1.34.2) they also create a deleted secret
+    again, with the same certificate. There the secret is never deleted. A certificate that k3s will renew by itself
+    plans nothing. One that it keeps (O(threshold_days) beyond its window, or O(force)) or that it failed to renew
+    (inside the window for more than a check) gets the trigger file C(server/tls/dynamic-cert-regenerate), which k3s
+    reads once at its next start to make a new certificate and key (RV(renewed) C(how=regenerate)), as
+    C(k3s certificate rotate) does.
+  - A user-provided certificate (secret annotation C(listener.cattle.io/static=true)) is never touched.
   - The secret is deleted on the loopback kube-apiserver (k3s C(https://127.0.0.1:6444), RKE2
     C(https://127.0.0.1:6443)) with the admin client certificate C(server/tls/client-admin.crt). That apiserver serves
     C(serving-kube-apiserver.crt), a file k3s renews at start, so this works when the supervisor certificate has
@@ -88,6 +98,11 @@ options:
     type: str
     choices: [auto, rotate, native]
     default: auto
+  version:
+    description:
+      - The k3s or RKE2 version, as C(<program> --version) prints it, when the binary cannot be run here (O(rootfs)
+        other than V(/)). Default from the binary; an unknown version is taken as a current release.
+    type: str
   renew_window_days:
     description:
       - k3s's own start-up renewal window. Default from C(<program> --version) (120 from v1.30.13, v1.31.9, v1.32.5
@@ -137,7 +152,8 @@ RETURN = r"""
 renewed:
   description:
     - What was reset or renewed (in check mode, what would be). C(how) is V(reset) for the supervisor certificate
-      (secret deleted, cache moved aside), V(restart) for a leaf k3s re-issues at start, V(rotate) for a leaf forced.
+      (secret deleted, cache moved aside), V(regenerate) for it on later releases (trigger file written), V(restart)
+      for a leaf k3s re-issues at start, V(rotate) for a leaf forced.
     - C(new_not_after) is null; the certificates are issued at the next start.
   returned: always
   type: list
@@ -190,11 +206,21 @@ dynamic_cert:
 secret:
   description:
     - The secret. C(state) is V(present), V(absent) or V(unknown) (API not reachable, C(message) says why).
-      C(deleted) tells whether this run deleted it; C(annotation_fingerprint) is its C(listener.cattle.io/fingerprint).
+      C(deleted) tells whether this run deleted it; C(annotation_fingerprint) is its C(listener.cattle.io/fingerprint);
+      C(static) whether it is marked user-provided.
   returned: always
   type: dict
   sample: {name: k3s-serving, namespace: kube-system, state: present, deleted: true,
            annotation_fingerprint: SHA1=6EAFF55DD0CF29A6554263EEA617D26B5F187D3B}
+release:
+  description:
+    - The release line, from C(<program> --version) or O(version). C(line) is V(legacy) (before the July 2022 fix),
+      V(renews) (renews the supervisor certificate by itself) or V(recreates) (also creates a deleted secret again);
+      C(version), C(name) and C(source), which says what that line does or what was assumed.
+  returned: always
+  type: dict
+  sample: {line: recreates, version: v1.33.6, name: k3s v1.33.6,
+           source: k3s v1.33.6 renews its supervisor certificate while running and creates a deleted secret again}
 in_sync:
   description: The served certificate is the one in C(dynamic-cert.json) and in the secret, whose fingerprint annotation matches.
   returned: always
@@ -255,6 +281,7 @@ def main():
             api_url=dict(type="str"),
             timeout=dict(type="float", default=10.0),
             method=dict(type="str", default="auto", choices=["auto", "rotate", "native"]),
+            version=dict(type="str"),
             renew_window_days=dict(type="int"),
             renew_managed=dict(type="bool", default=False),
             now=dict(type="str"),
@@ -268,9 +295,7 @@ def main():
         now = _x509.parse_time(params["now"]) if params["now"] else clock
         server = _k3s.find_server(NodeFS(params["rootfs"]), params["program"])
         binary = _binary(module, server.program)
-        version = None
-        if binary and params["renew_window_days"] is None:
-            version = module.run_command([binary, "--version"])[1]
+        version = params["version"] or (module.run_command([binary, "--version"])[1] if binary else None)
         result = _k3s.reset(server, now, clock, module.check_mode, threshold_days=params["threshold_days"],
                             force=params["force"], probe_host=params["probe_host"],
                             supervisor_port=params["supervisor_port"], api_url=params["api_url"],

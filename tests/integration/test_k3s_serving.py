@@ -1,5 +1,5 @@
-"""renew_k3s.yml on a lab with only the k3s cluster delta (seed 003: server/tls renewed, the served
-k3s-serving certificate expired 35 days ago): --check changes no byte, a stopped k3s gives a clear
+"""renew_k3s.yml on a lab with only the k3s cluster delta (k3s v1.23.9, before dynamiclistener's July 2022 fix;
+seed 003: server/tls renewed, the served k3s-serving certificate expired 35 days ago): --check changes no byte, a stopped k3s gives a clear
 message and loses nothing, the reset makes :6443 serve a new CN=k3s certificate that the secret
 matches without touching the clock, a second run changes nothing, leaves beyond k3s's window are
 rotated and a due agent restarted, a secret already gone is fine, and a k3s that does not come back
@@ -10,6 +10,7 @@ The tests run in file order on one lab: each builds on the state the previous on
 import base64
 import json
 import os
+import re
 import sys
 import time
 
@@ -94,7 +95,7 @@ def test_check_mode_shows_the_plan_and_changes_no_byte(delta):
     before = digest(delta)
     result = renew_k3s(delta, "--check", "--diff")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Planned on delta-server (k3s)" in result.stdout
+    assert "Planned on delta-server (k3s v1.23.9 may serve an expired secret again after a restart (seed 003))" in result.stdout
     assert "k3s-serving: expires" in result.stdout and "[reset: the served certificate expired on" in result.stdout
     assert "+        not_after: (new at next start)" in result.stdout
     assert "Planned on delta-agent: nothing under 30 days" in result.stdout
@@ -140,7 +141,8 @@ def test_second_run_changes_nothing(delta):
     before = digest(delta)
     result = renew_k3s(delta)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "nothing under 30 days; the served certificate is the one in dynamic-cert.json and the secret" in result.stdout
+    assert re.search(r"nothing to do: served for 36\d\.\d+ more days, the same certificate as dynamic-cert.json and the secret",
+                     result.stdout)
     assert digest(delta) == before
 
 
@@ -157,8 +159,8 @@ def test_leaves_beyond_the_window_are_rotated_and_a_due_agent_restarted(delta):
     served_before = served(ADDRESSES[SERVER], 6443)
     result = renew_k3s(delta, "-e", "kubepki_threshold_days=340")
     assert result.returncode == 0, result.stdout + result.stderr
-    # server/tls leaves had 335 days: beyond k3s's 120-day window (k3s --version says v1.31.9), so rotated.
-    assert "leaves beyond the 120-day window of k3s (v1.31.9): rotate" in result.stdout
+    # server/tls leaves had 335 days: beyond k3s's 90-day window (k3s --version says v1.23.9), so rotated.
+    assert "leaves beyond the 90-day window of k3s (v1.23.9): rotate" in result.stdout
     server_root = delta.node_root(SERVER)
     assert list((server_root / "var/lib/rancher/k3s/server").glob("tls-[0-9]*"))     # rotate's own backup
     for name in ("client-admin.crt", "serving-kube-apiserver.crt", "etcd/server-client.crt"):

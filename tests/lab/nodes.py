@@ -35,6 +35,11 @@ Scenarios (cluster key `scenario:`), times relative to `up`:
     k3s      fresh            everything issued 30 days ago
              serving_expired  CA 400 days old, server/tls renewed 30 days ago (335 days left), the
                               k3s-serving secret and dynamic-cert.json from the first start: expired 35 days ago
+                              (served as such only by a release before the July 2022 fix: see k3s_version)
+             serving_165d     as serving_expired with the first start 200 days ago: the served cert has 165 days
+                              left, outside k3s's own window, so every release keeps it
+    Key `k3s_version:` (default v1.33.6+k3s1) is what `k3s --version` prints and the release line tools/k3s.py
+    behaves as.
 """
 from __future__ import annotations
 
@@ -66,7 +71,7 @@ REAL_BIN_ENV = "KUBEPKI_LAB_REAL_BIN"
 READY_TIMEOUT = 90.0
 ETCD_JOIN_TIMEOUT = 30.0
 SCENARIOS = {"kubeadm": ("fresh", "expiring_20d", "expired_7d"), "rke1": ("fresh", "kubelet_expired"),
-             "k3s": ("fresh", "serving_expired")}
+             "k3s": ("fresh", "serving_expired", "serving_165d")}
 # name on the node -> tests/lab file (and arguments) run with /usr/bin/python3
 TOOLS = {"crictl": "tools/crictl.py", "systemctl": "tools/systemctl.py", "docker": "tools/docker.py",
          "k3s": "tools/k3s.py", "kubelet": "tools/kubelet.py", "kubeadm": "tools/kubeadm.py",
@@ -106,7 +111,7 @@ def populate(node, root: Path) -> None:
     material = _MATERIAL[key][1]
     units, containers, listen, restore = {"kubeadm": _kubeadm_node, "rke1": _rke1_node, "k3s": _k3s_node}[dist](node, root, material)
     _install_tools(root, NODE_TOOLS[dist])
-    for tool in ("kubelet", "kubeadm"):   # what the node's tool reports and behaves as
+    for tool in ("kubelet", "kubeadm", "k3s"):   # what the node's tool reports and behaves as
         if f"{tool}_version" in material:
             (root / "run/kubepki-lab").mkdir(parents=True, exist_ok=True)
             (root / f"run/kubepki-lab/{tool}-version").write_text(material[f"{tool}_version"] + "\n")
@@ -335,14 +340,14 @@ def _rke1_node(node, root: Path, m: dict):
 
 def _k3s_cluster(node) -> dict:
     now = pki.utc()
-    if node.cluster.scenario == "serving_expired":
-        ca_at, leaf_at = now - _days(400), now - _days(30)
-    else:
-        ca_at = leaf_at = now - _days(30)
+    first_start = {"serving_expired": 400, "serving_165d": 200}.get(node.cluster.scenario)
+    ca_at, leaf_at = (now - _days(first_start) if first_start else now - _days(30)), now - _days(30)
     cluster = pki.k3s_cluster("k3s", now, ca_issued_at=ca_at)
     server = next(n for n in node.cluster.nodes if n.role == "server")
     token = f"K10{hashlib.sha256(pki.cert_pem(cluster.server_ca.cert)).hexdigest()}::server:{os.urandom(16).hex()}"
-    return {"now": now, "cluster": cluster, "ca_at": ca_at, "leaf_at": leaf_at, "server": server, "token": token}
+    # the release line the cluster stands for: tools/k3s.py Line (default: a November 2025 release)
+    return {"now": now, "cluster": cluster, "ca_at": ca_at, "leaf_at": leaf_at, "server": server, "token": token,
+            "k3s_version": str(node.cluster.vars.get("kubepki_k3s_version", "v1.33.6+k3s1"))}
 
 
 def _k3s_node(node, root: Path, m: dict):

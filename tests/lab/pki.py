@@ -322,10 +322,10 @@ def new_ca(cn: str, profile: Profile, issued: datetime, key_kind: str = "rsa", o
 
 def new_leaf(cn: str, ca: Pair, profile: Profile, issued: datetime, key_kind: str = "rsa", *,
              orgs: Sequence[str] = (), eku: Sequence[str] = ("client",), dns: Sequence[str] = (),
-             ips: Sequence[str] = (), key_encipherment: bool = True) -> Pair:
-    """A leaf signed by ``ca`` at ``issued`` as ``profile``'s code signs it."""
+             ips: Sequence[str] = (), key_encipherment: bool = True, key: PrivateKey | None = None) -> Pair:
+    """A leaf signed by ``ca`` at ``issued`` as ``profile``'s code signs it; ``key`` kept when given."""
     nb, na = profile.leaf_validity(utc(issued), ca.cert)
-    return issue(cn, new_key(key_kind), issuer=ca, not_before=nb, not_after=na, orgs=orgs, eku=eku, dns=dns,
+    return issue(cn, key or new_key(key_kind), issuer=ca, not_before=nb, not_after=na, orgs=orgs, eku=eku, dns=dns,
                  ips=ips, basic_constraints=profile.leaf_basic_constraints, key_encipherment=key_encipherment)
 
 
@@ -1264,8 +1264,9 @@ def annotation_key(cn: str) -> str:
 
 
 def serving_secret(cluster: K3sCluster, node_name: str, node_ip: str, *, issued_at: datetime,
-                   tls_sans: Sequence[str] = ()) -> dict:
-    """The ``kube-system/<p>-serving`` secret (dynamiclistener) as issued at ``issued_at``.
+                   tls_sans: Sequence[str] = (), key: PrivateKey | None = None) -> dict:
+    """The ``kube-system/<p>-serving`` secret (dynamiclistener) as issued at ``issued_at``; with ``key``, a
+    renewal that keeps it (factory/gen.go Renew and Merge reuse the stored key).
 
     The lab stores it in the cluster; ``write_dynamic_cert`` caches it as dynamic-cert.json.  Build
     two with different issue times to get "files fresh, served secret expired".
@@ -1275,7 +1276,7 @@ def serving_secret(cluster: K3sCluster, node_name: str, node_ip: str, *, issued_
     cns = _dedupe(_k3s_sans(cluster, node_name, node_ip, tls_sans) + _kube_dns(cluster.cluster_domain))
     dns, ips = _split_sans(sorted(cns))          # collectCNs sorts the annotation values
     leaf = new_leaf(p, cluster.server_ca, cluster.profile, issued, "ecdsa", orgs=[p], eku=["server"], dns=dns,
-                    ips=ips)
+                    ips=ips, key=key)
     annotations = {annotation_key(cn): cn for cn in cns}
     annotations["listener.cattle.io/fingerprint"] = "SHA1=" + leaf.cert.fingerprint(hashes.SHA1()).hex().upper()
     annotations = dict(sorted(annotations.items()))

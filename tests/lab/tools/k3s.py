@@ -2,12 +2,17 @@
 
 Behaves as research/rancher.md describes, with the file layout of tests/lab/pki.py:
 
-- `k3s server` at start re-issues each leaf of server/tls that is missing or within 120 days of
-  expiry (§1.3; CAs never), re-issues the embedded agent's certs (§1.6), rewrites
+- The release line is the node's /run/kubepki-lab/k3s-version (what `k3s --version` prints; nodes.py writes
+  the cluster's `k3s_version:`), and with it what k3s and its dynamiclistener do (class Line, sources there).
+- `k3s server` at start re-issues each leaf of server/tls that is missing or within the line's 90 or 120
+  days of expiry (§1.3; CAs never), re-issues the embedded agent's certs (§1.6), rewrites
   /etc/rancher/k3s/k3s.yaml (§1.8), then picks the supervisor cert (dynamiclistener, §1.7): the
-  k3s-serving secret from the datastore if there is one, even expired (the seed-003 bug: it is not
-  renewed at run time here); else dynamic-cert.json, stored back as the secret; else, or when
-  server/tls/dynamic-cert-regenerate exists, a fresh one. The datastore is kine on SQLite
+  k3s-serving secret from the datastore if there is one, else dynamic-cert.json, stored back as the
+  secret, else a fresh one; with server/tls/dynamic-cert-regenerate a fresh one with a new key.
+  Before the July 2022 fix a stored secret is served even expired (seed 003) and renewing it while
+  running changes nothing; from it one inside the window is renewed at start and, while running, at
+  the 6-hourly check (lab: /run/kubepki-lab/k3s-check-seconds); a static (user-provided) one never.
+  From the November 2025 releases a deleted secret is created again from memory within a second. The datastore is kine on SQLite
   (server/db/state.db, table kine, key /registry/secrets/kube-system/k3s-serving, value
   "k8s\\0" + protobuf, §1.9). Listens on --bind-address:6443 (the supervisor cert; k3s.yaml points there),
   127.0.0.1:6444 (serving-kube-apiserver.crt, reloaded on change) and <node-ip>:10250 (kubelet).
@@ -23,8 +28,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -39,8 +46,9 @@ import supervisor  # noqa: E402  pylint: disable=wrong-import-position
 
 PROGRAM = "k3s"
 DATA_DIR = Path("/var/lib/rancher/k3s")
-RENEW_DAYS = 120                   # CertificateRenewDays since the May 2025 releases (90 before)
-VERSION = "v1.31.9+k3s1"           # `k3s --version`: the first v1.31 with the 120-day window
+VERSION_FILE = supervisor.RUN_DIR / "k3s-version"
+CHECK_FILE = supervisor.RUN_DIR / "k3s-check-seconds"
+STATIC = "listener.cattle.io/static"
 SECRET_KEY = "/registry/secrets/kube-system/k3s-serving"
 SIGNER_DIR = supervisor.RUN_DIR / "k3s-ca"
 LAB_BIN = "/opt/kubepki-lab/bin"
@@ -61,6 +69,41 @@ SERVICES = {
     "kube-proxy": ["agent/client-kube-proxy"],
 }
 AGENT_SERVICES = ("kube-proxy", "kubelet", "k3s-controller")
+
+
+def _first(minor: int, patch: int, patches: dict, every_from: int) -> bool:
+    """The release has it: ``patches`` is a minor's first patch with it, ``every_from`` the first minor with it all along."""
+    return minor >= every_from or patch >= patches.get(minor, 10 ** 6)
+
+
+class Line:
+    """What k3s of one release does with its certificates."""
+
+    def __init__(self, version: str):
+        self.version = version
+        found = re.match(r"v1\.(\d+)\.(\d+)", version)
+        minor, patch = (int(found.group(1)), int(found.group(2))) if found else (99, 0)
+        # CertificateRenewDays 90 -> 120, k3s#12232 (pkg/daemons/config/types.go): server/tls at start and
+        # ExpirationDaysCheck of the supervisor listener (pkg/cluster/https.go)
+        self.renew_days = 120 if _first(minor, patch, {30: 13, 31: 9, 32: 5, 33: 1}, 34) else 90
+        # dynamiclistener v0.3.4 (factory/gen.go fdf983a, k3s#5896): Merge never returns a secret within
+        # ExpirationDaysCheck days of expiry; before, the stored one wins over a renewal (seed 003)
+        self.merge_refuses_expiring = _first(minor, patch, {22: 13, 23: 10, 24: 4}, 25)
+        # dynamiclistener v0.6.4 / v0.7.1 (storage/kubernetes/controller.go, #202): Deleted watch events are queued
+        # and saveInK8s creates the secret again from memory
+        self.recreates_deleted = _first(minor, patch, {31: 14, 32: 10, 33: 6, 34: 2}, 35)
+        # k3s#4495 (pkg/cluster/https.go RegenerateCerts): the trigger file, read once at start
+        self.reads_trigger = _first(minor, patch, {21: 8, 22: 5, 23: 1}, 24)
+
+
+def _version() -> str:
+    try:
+        return VERSION_FILE.read_text().strip() or "v1.33.6+k3s1"
+    except OSError:
+        return "v1.33.6+k3s1"
+
+
+LINE = Line(_version())
 
 
 def log(level: str, msg: str) -> None:
@@ -228,7 +271,7 @@ def _cn(cert) -> str:
 
 
 def renew_server(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, now) -> list:
-    """Re-issue the leaves of server/tls that are missing or within RENEW_DAYS; returns their names."""
+    """Re-issue the leaves of server/tls that are missing or within the line's renew days; returns their names."""
     tls = data_dir / "server/tls"
     renewed = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -244,7 +287,7 @@ def renew_server(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, n
             always = rel.parts[0] == "temporary-certs"      # the apiserver makes its loopback pair at each start
             if not always and current is not None:
                 days = (supervisor.not_after(current) - now).total_seconds() / 86400
-                if days > RENEW_DAYS:
+                if days > LINE.renew_days:
                     continue
                 log("info", f"certificate CN={_cn(current)} will expire in {days:f} days at "
                             f"{supervisor.not_after(current):%Y-%m-%dT%H:%M:%SZ}")
@@ -262,38 +305,117 @@ def renew_server(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, n
     return renewed
 
 
+def _static(secret: dict) -> bool:
+    # factory/gen.go IsStatic: a user-provided cert, never altered by Merge or Renew
+    return (secret["metadata"].get("annotations") or {}).get(STATIC) == "true"
+
+
+def _days_left(secret: dict) -> float:
+    from cryptography import x509  # pylint: disable=import-outside-toplevel
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    return (supervisor.not_after(cert) - datetime.datetime.now(datetime.timezone.utc)).total_seconds() / 86400
+
+
+def _renewed(pki, cluster, node: str, ip: str, sans: list, secret: dict, now) -> dict:
+    """factory/gen.go Renew (and Merge falling through to generateCert): a new cert on the stored key, same secret."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key  # pylint: disable=import-outside-toplevel
+    key = load_pem_private_key(base64.b64decode(secret["data"]["tls.key"]), None)
+    return _updated(secret, pki.serving_secret(cluster, node, ip, issued_at=now, tls_sans=sans, key=key))
+
+
+def _updated(stored: dict | None, fresh: dict) -> dict:
+    """storage.Update of the stored secret: the same object (uid, creation time) with the new data."""
+    if stored:
+        fresh["metadata"].update({k: stored["metadata"][k] for k in ("uid", "creationTimestamp") if k in stored["metadata"]})
+    return fresh
+
+
+def store(pki, cluster, data_dir: Path, secret: dict) -> None:
+    """storage.Update: the datastore, the dynamic-cert.json cache and what the listener serves."""
+    db = kine(data_dir)
+    try:
+        if kine_get(db, SECRET_KEY) != secret_to_kine(secret):
+            kine_put(db, SECRET_KEY, secret_to_kine(secret))
+    finally:
+        db.close()
+    try:
+        cached = json.loads((data_dir / "server/tls/dynamic-cert.json").read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        cached = None
+    if cached != secret["data"]:
+        pki.write_dynamic_cert("/", cluster, secret)
+    serving = supervisor.RUN_DIR / "k3s-serving"
+    serving.mkdir(mode=0o700, exist_ok=True)
+    for name in ("tls.key", "tls.crt"):
+        pki.write_file(serving / name, base64.b64decode(secret["data"][name]), 0o600)
+
+
 def serving_secret(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, now) -> dict:
-    """dynamiclistener's choice at start: datastore secret, else dynamic-cert.json, else a new one."""
+    """dynamiclistener's choice at start: datastore secret, else dynamic-cert.json, else a new one; the
+    trigger file first, then Merge's expiry rule of the line."""
     tls = data_dir / "server/tls"
     cache, trigger = tls / "dynamic-cert.json", tls / "dynamic-cert-regenerate"
     db = kine(data_dir)
     try:
         stored = kine_get(db, SECRET_KEY)
-        secret = kine_to_secret(stored) if stored else None
-        if trigger.exists():
-            log("info", "Regenerating the k3s-serving certificate (dynamic-cert-regenerate)")
-            secret = None
-        elif secret is None and cache.exists() and cache.stat().st_size:
-            secret = json.loads(cache.read_text())
-            log("info", f"Creating new TLS secret for kube-system/k3s-serving from {cache}")
-        if secret is None:
-            secret = pki.serving_secret(cluster, node, ip, issued_at=now, tls_sans=sans)
-            log("info", "Creating new TLS secret for kube-system/k3s-serving")
-        if stored != secret_to_kine(secret):
-            kine_put(db, SECRET_KEY, secret_to_kine(secret))
     finally:
         db.close()
-    try:
-        cached = json.loads(cache.read_text()).get("data")
-    except (OSError, ValueError, AttributeError):
-        cached = None
-    if cached != secret["data"]:
-        pki.write_dynamic_cert("/", cluster, secret)
-    trigger.unlink(missing_ok=True)
+    secret = kine_to_secret(stored) if stored else None
+    if trigger.exists() and LINE.reads_trigger:
+        # pkg/cluster/https.go RegenerateCerts removes it; factory Regenerate: a new secret and key (static or not)
+        trigger.unlink()
+        log("info", "Regenerating the k3s-serving certificate (dynamic-cert-regenerate)")
+        secret = _updated(secret, pki.serving_secret(cluster, node, ip, issued_at=now, tls_sans=sans))
+    elif secret is None and cache.exists() and cache.stat().st_size:
+        secret = json.loads(cache.read_text())
+        log("info", f"Creating new TLS secret for kube-system/k3s-serving from {cache}")
+    if secret is None:
+        secret = pki.serving_secret(cluster, node, ip, issued_at=now, tls_sans=sans)
+        log("info", "Creating new TLS secret for kube-system/k3s-serving")
+    elif LINE.merge_refuses_expiring and not _static(secret) and _days_left(secret) <= LINE.renew_days:
+        log("info", f"certificate CN=k3s will expire in {_days_left(secret):f} days: Merge refuses it, renewing")
+        secret = _renewed(pki, cluster, node, ip, sans, secret, now)
+    store(pki, cluster, data_dir, secret)
     ann = secret["metadata"].get("annotations", {})
     log("info", f"Active TLS secret kube-system/k3s-serving (ver={secret['metadata'].get('resourceVersion', '')}) "
                 f"(count {len(ann) - 1}): map[{' '.join(f'{k}:{v}' for k, v in sorted(ann.items()))}]")
     return secret
+
+
+def keep_renewed(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, state: dict) -> None:
+    """listener.go WrapExpiration: every 6 h (lab: k3s-check-seconds) checkExpiration renews a cert within
+    ExpirationDaysCheck days (cert.IsCertExpired). Before dynamiclistener v0.3.4 the renewal is merged with the
+    stored secret, which wins (fdf983a): nothing changes, as in seed 003."""
+    try:
+        interval = float(CHECK_FILE.read_text())
+    except (OSError, ValueError):
+        interval = 6 * 3600.0
+    while True:
+        time.sleep(interval)
+        secret = state["secret"]
+        if _static(secret) or _days_left(secret) > LINE.renew_days:
+            continue
+        if not LINE.merge_refuses_expiring:
+            log("info", "certificate CN=k3s expires soon; Merge kept the stored certificate")
+            continue
+        state["secret"] = _renewed(pki, cluster, node, ip, sans, secret, pki.utc())
+        store(pki, cluster, data_dir, state["secret"])
+        log("info", "Renewed the k3s-serving certificate while running")
+
+
+def recreate_deleted(pki, cluster, data_dir: Path, state: dict) -> None:
+    """storage/kubernetes/controller.go (dynamiclistener#202): a Deleted watch event is queued like any other, and
+    saveInK8s creates the secret again from the one in memory."""
+    while True:
+        time.sleep(0.5)
+        db = kine(data_dir)
+        try:
+            gone = kine_get(db, SECRET_KEY) is None
+        finally:
+            db.close()
+        if gone:
+            log("info", "Creating new TLS secret for kube-system/k3s-serving")
+            store(pki, cluster, data_dir, state["secret"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,15 +484,16 @@ def server(flags: dict) -> int:
         key=admin.with_suffix(".key").read_bytes()), int(flags.get("write-kubeconfig-mode", "600"), 8))
     log("info", f"Wrote kubeconfig {kubeconfig}")
 
-    secret = serving_secret(pki, cluster, node, ip, sans, data_dir, now)
+    state = {"secret": serving_secret(pki, cluster, node, ip, sans, data_dir, now)}
     serving = supervisor.RUN_DIR / "k3s-serving"
-    serving.mkdir(mode=0o700, exist_ok=True)
-    for name in ("tls.crt", "tls.key"):
-        pki.write_file(serving / name, base64.b64decode(secret["data"][name]), 0o600)
     port = int(flags.get("https-listen-port", 6443))
     handler = supervisor.make_handler("k3s", api_routes(data_dir, tls / "server-ca.crt"))
-    supervisor.serve_https([(bind, port)], supervisor.tls_context(str(serving / "tls.crt"), str(serving / "tls.key")),
+    # dynamiclistener serves what storage holds now (getCertificate): a renewal is served at once
+    supervisor.serve_https([(bind, port)], supervisor.tls_context(str(serving / "tls.crt"), str(serving / "tls.key"), reload=True),
                            handler)
+    threading.Thread(target=keep_renewed, args=(pki, cluster, node, ip, sans, data_dir, state), daemon=True).start()
+    if LINE.recreates_deleted:
+        threading.Thread(target=recreate_deleted, args=(pki, cluster, data_dir, state), daemon=True).start()
     supervisor.serve_https([("127.0.0.1", port + 1)],
                            supervisor.tls_context(str(tls / "serving-kube-apiserver.crt"),
                                                   str(tls / "serving-kube-apiserver.key"), reload=True), handler)
@@ -427,7 +550,7 @@ def check(flags: dict) -> int:
                 end = supervisor.not_after(cert)
                 start = cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
                 status = ("NOT YET VALID" if now < start else "EXPIRED" if now > end
-                          else "WARNING" if (end - now).days <= RENEW_DAYS else "OK")
+                          else "WARNING" if (end - now).days <= LINE.renew_days else "OK")
                 try:
                     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
                     usages = [{ExtendedKeyUsageOID.SERVER_AUTH: "ServerAuth",
@@ -452,7 +575,7 @@ def check(flags: dict) -> int:
         for row in [head, ["-" * w for w in widths], *table]:
             print("   ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     else:
-        words = {"OK": "is ok, expires at", "WARNING": f"will expire within {RENEW_DAYS} days at",
+        words = {"OK": "is ok, expires at", "WARNING": f"will expire within {LINE.renew_days} days at",
                  "EXPIRED": "expired at", "NOT YET VALID": "is not valid before"}
         for r in rows:
             log("info" if r["Status"] == "OK" else "warning",
@@ -474,7 +597,7 @@ def rotate(flags: dict) -> int:
         for base in SERVICES[service]:
             for suffix in (".crt", ".key"):
                 (data_dir / f"{base}{suffix}").unlink(missing_ok=True)
-    if "k3s-server" in services and is_server:
+    if "k3s-server" in services and is_server and LINE.reads_trigger:
         trigger = data_dir / "server/tls/dynamic-cert-regenerate"
         trigger.write_bytes(b"")
         trigger.chmod(0o600)
@@ -492,8 +615,8 @@ def main(argv=None) -> int:
         os.execve(kubectl, ["kubectl", *argv[1:]],
                   {**os.environ, "KUBECONFIG": os.environ.get("KUBECONFIG", f"/etc/rancher/{PROGRAM}/{PROGRAM}.yaml")})
     if cmd in (["--version"], ["-v"], ["version"]):
-        # a v1.31 build with the May 2025 renewal window (RENEW_DAYS = 120 from v1.31.9)
-        print(f"{PROGRAM} version {VERSION} (kubepki-lab)\ngo version go1.23.8")
+        # pkg/cli/cmds/root.go VersionPrinter: "<argv0> version <version> (<8-hex commit>)", then the Go version
+        print(f"{PROGRAM} version {LINE.version} ({hashlib.sha1(LINE.version.encode()).hexdigest()[:8]})\ngo version go1.23.8")
         return 0
     if cmd in (["server"], ["agent"]):
         flags = supervisor.parse_flags(argv[1:])

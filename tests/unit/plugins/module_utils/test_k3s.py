@@ -94,6 +94,11 @@ class Api:
         self.server.server_close()
 
 
+# the last v1.23 before dynamiclistener v0.3.4: the seed-003 state arises there (research/corrections.md §1)
+LEGACY = "k3s version v1.23.9+k3s1 (f5b3a3ef)\ngo version go1.17.5"
+CURRENT = "k3s version v1.33.6+k3s1 (0d08c226)\ngo version go1.24.9"
+
+
 class K3sNode:
     """A k3s server tree in the seed-003 state, with its supervisor port and loopback apiserver running."""
 
@@ -117,13 +122,14 @@ class K3sNode:
         return secret
 
     def options(self, **extra):
-        options = dict(threshold_days=30, supervisor_port=self.supervisor.port, api_url=self.api.url, timeout=3.0)
+        options = dict(threshold_days=30, supervisor_port=self.supervisor.port, api_url=self.api.url, timeout=3.0,
+                       version_output=LEGACY)
         options.update(extra)
         return options
 
-    def reset(self, check_mode=False, **extra):
+    def reset(self, check_mode=False, now=NOW, **extra):
         server = _k3s.find_server(NodeFS(str(self.root)))
-        return _k3s.reset(server, NOW, NOW, check_mode, **self.options(**extra))
+        return _k3s.reset(server, now, now, check_mode, **self.options(**extra))
 
     def close(self):
         self.supervisor.close()
@@ -369,3 +375,73 @@ def test_rke2_uses_its_own_names(tmp_path):
     assert result["renewed"][0]["name"] == "rke2-serving" and rke2.api.secret is None
     assert result["moved"][0]["from"] == "/var/lib/rancher/rke2/server/tls/dynamic-cert.json"
     assert _k3s.PROGRAMS["rke2"]["supervisor_port"] == 9345 and _k3s.PROGRAMS["rke2"]["api_url"] == "https://127.0.0.1:6443"
+
+
+@pytest.mark.parametrize("program, output, line", [
+    ("k3s", "k3s version v1.21.14+k3s1 (982252d7)", "legacy"),
+    ("k3s", LEGACY, "legacy"),
+    ("k3s", "k3s version v1.23.10+k3s1 (d6bfd5e9)", "renews"),
+    ("k3s", "k3s version v1.25.0+k3s1 (26e94057)", "renews"),
+    ("k3s", "k3s version v1.30.14+k3s1 (1b1c9a2e)", "renews"),
+    ("k3s", "k3s version v1.31.13+k3s1 (4d8a2f1c)", "renews"),
+    ("k3s", "k3s version v1.31.14+k3s1 (0deb8663)", "recreates"),
+    ("k3s", CURRENT, "recreates"),
+    ("k3s", "k3s version v1.35.0+k3s1 (bdb92296)", "recreates"),
+    ("rke2", "rke2 version v1.24.14+rke2r1 (5a3b1c2d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b)", "legacy"),
+    ("rke2", "rke2 version v1.24.15+rke2r1 (6b4c2d3e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c)", "renews"),
+    ("rke2", "rke2 version v1.27.2+rke2r1 (7c5d3e4f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d)", "legacy"),
+    ("rke2", "rke2 version v1.28.1+rke2r1 (8d6e4f5a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e)", "renews"),
+    ("rke2", "rke2 version v1.34.2+rke2r1 (9e7f5a6b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f)", "recreates"),
+])
+def test_release_lines(program, output, line):
+    assert _k3s.release_line(program, output)["line"] == line
+
+
+def test_an_unreadable_version_is_taken_as_current_and_says_so():
+    release = _k3s.release_line("k3s", "k3s: command not found")
+    assert release["line"] == "recreates" and release["source"].startswith("assumed current: the version is unknown")
+
+
+def test_current_release_renews_by_itself_inside_its_window(tmp_path):
+    """Inside k3s's 120-day window for less than its 6-hour check: nothing to do, no restart."""
+    k3s = K3sNode(tmp_path, serving_issued_at=NOW - 245 * DAY - 2 * pki.HOUR)     # 119.9 days left: 2 h inside
+    try:
+        plan = k3s.reset(check_mode=True, threshold_days=150, version_output=CURRENT)
+        assert 119.5 < plan["served"]["days_left"] < 120.0
+        assert plan["renewed"] == [] and plan["restart"] == []
+        assert "renews the certificate by itself at its next check" in plan["skipped_certs"][0]["reason"]
+        overdue = k3s.reset(check_mode=True, threshold_days=150, version_output=CURRENT, now=NOW + DAY)
+        assert [(r["how"], "yet not renewed" in r["reasons"][0]) for r in overdue["renewed"]] == [("regenerate", True)]
+    finally:
+        k3s.close()
+
+
+def test_current_release_regenerates_what_it_keeps_beyond_its_window(tmp_path):
+    k3s = K3sNode(tmp_path, serving_issued_at=NOW - 200 * DAY)      # 165 days left
+    try:
+        before = digest(k3s.root)
+        plan = k3s.reset(check_mode=True, threshold_days=200, version_output=CURRENT)
+        assert [(r["name"], r["how"]) for r in plan["renewed"]] == [("k3s-serving", "regenerate")]
+        assert "k3s v1.33.6 keeps it until 120 days before it expires" in plan["renewed"][0]["reasons"][0]
+        assert digest(k3s.root) == before
+        nothing = k3s.reset(check_mode=True, threshold_days=30, version_output=CURRENT)
+        assert nothing["renewed"] == [] and nothing["skipped_certs"][0]["reason"].startswith("served for 165.")
+    finally:
+        k3s.close()
+
+
+def test_a_static_cert_is_never_touched(node):
+    node.api.secret["metadata"]["annotations"]["listener.cattle.io/static"] = "true"
+    before = digest(node.root)
+    for version in (LEGACY, CURRENT):
+        result = node.reset(force=True, version_output=version)
+        assert result["renewed"] == [] and result["secret"]["static"] is True
+        assert result["skipped_certs"][0]["reason"].startswith("a user-provided certificate (listener.cattle.io/static=true)")
+    assert digest(node.root) == before and node.api.secret is not None
+
+
+def test_a_threshold_beyond_the_lifetime_is_refused(node):
+    before = digest(node.root)
+    with pytest.raises(_k3s.ResetError, match=r"threshold_days=500 is not below the 465-day lifetime"):
+        node.reset(threshold_days=500)
+    assert digest(node.root) == before

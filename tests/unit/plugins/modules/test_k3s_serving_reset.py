@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.kubepki.fleet.plugins.modules import k3s_serving_reset
 from ansible_collections.kubepki.fleet.tests.unit.conftest import DAY, NOW
-from ansible_collections.kubepki.fleet.tests.unit.plugins.module_utils.test_k3s import K3sNode, digest
+from ansible_collections.kubepki.fleet.tests.unit.plugins.module_utils.test_k3s import LEGACY, K3sNode, digest
 
 
 @pytest.fixture
@@ -20,8 +20,9 @@ def node(tmp_path):
 
 
 def args(k3s, **extra):
-    return dict(rootfs=str(k3s.root), probe_host="127.0.0.1", supervisor_port=k3s.supervisor.port, api_url=k3s.api.url,
-                now="2026-11-23T12:00:00Z", timeout=3, **extra)
+    """The seed-003 state on a release before the July 2022 fix, where it arises."""
+    return dict(dict(rootfs=str(k3s.root), probe_host="127.0.0.1", supervisor_port=k3s.supervisor.port, api_url=k3s.api.url,
+                     now="2026-11-23T12:00:00Z", timeout=3, version=LEGACY), **extra)
 
 
 def test_check_mode_and_diff_show_the_plan_and_change_nothing(run_module, node):
@@ -83,3 +84,15 @@ def test_a_node_rancher_provisioned_is_left_alone_unless_told(run_module, node):
     assert digest(node.root) == before and node.api.secret is not None
     result = run_module(k3s_serving_reset, renew_managed=True, **args(node))
     assert result["changed"] and result["secret"]["deleted"]
+
+
+def test_a_current_release_gets_the_trigger_file_and_keeps_its_secret(run_module, node):
+    """The same expired served cert on k3s v1.33.6: it should have renewed it by itself; the repair is the trigger
+    file read at start, never deleting a secret that k3s would create again."""
+    result = run_module(k3s_serving_reset, **args(node, version="k3s version v1.33.6+k3s1 (0d08c226)\ngo version go1.24.9"))
+    assert result["changed"] and result["release"]["line"] == "recreates"
+    assert [(r["name"], r["how"]) for r in result["renewed"]] == [("k3s-serving", "regenerate")]
+    assert "yet not renewed" in result["renewed"][0]["reasons"][0]
+    assert node.api.secret is not None and not result["secret"]["deleted"] and result["moved"] == []
+    trigger = node.tls / "dynamic-cert-regenerate"
+    assert trigger.read_bytes() == b"" and oct(trigger.stat().st_mode & 0o777) == "0o600"

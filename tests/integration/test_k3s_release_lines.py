@@ -1,0 +1,167 @@
+"""renew_k3s.yml on a current k3s release line (v1.33.6+k3s1, dynamiclistener v0.7.1: renews its supervisor cert by
+itself inside its 120-day window, creates a deleted secret again): nothing is planned or restarted while k3s keeps
+the cert valid; asked for more than k3s's window it regenerates through the trigger file read at start and never
+deletes the secret; a threshold beyond the cert's lifetime is refused; a user-provided (static) cert is left alone.
+
+Its own lab (golf: one k3s server on 127.0.5.61, scenario serving_165d: the served cert has 165 days left, outside
+k3s's window). The tests run in file order on one lab.
+"""
+import base64
+import json
+import os
+import re
+import sys
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from labutil import REPO, ansible, busy, days_left, lab_cli, labmod, listening, served, ssh, tree_digest, wait_for
+
+sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
+import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
+import pki  # noqa: E402  # tests/lab is on sys.path through labutil  pylint: disable=wrong-import-position,wrong-import-order
+
+SERVER, ADDRESS = "golf-server", "127.0.5.61"
+DATA = "var/lib/rancher/k3s"
+
+
+@pytest.fixture(scope="module")
+def golf(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    taken = busy([(ADDRESS, 22), ("127.0.0.1", 6444)])
+    if taken:
+        pytest.skip(f"addresses busy ({', '.join(taken)}): another k3s lab is up (its apiserver binds 127.0.0.1:6444)")
+    default = yaml.safe_load(labmod.DEFAULT_FLEET.read_text())
+    cluster = {"name": "golf", "distribution": "k3s", "k3s_version": "v1.33.6+k3s1", "scenario": "serving_165d",
+               "nodes": [{"name": SERVER, "role": "server", "address": ADDRESS}]}
+    spec = tmp_path_factory.mktemp("golf") / "fleet.yml"
+    spec.write_text(yaml.safe_dump({"packages": default.get("packages", []), "hooks": default["hooks"], "clusters": [cluster]}))
+    output = spec.parent / "lab"
+    res = lab_cli("up", "--fleet", str(spec), "--output", str(output))
+    if res.returncode:
+        lab_cli("down", "--output", str(output))
+        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
+    yield labmod.Lab(output)
+    lab_cli("down", "--output", str(output))
+
+
+def renew_k3s(lab, *args):
+    result = ansible(["ansible-playbook", "playbooks/renew_k3s.yml", "-i", str(lab.output / "inventory.ini"), *args])
+    print(result.stdout[-4000:])
+    return result
+
+
+def digest(lab):
+    return tree_digest([lab.node_root(SERVER) / tree for tree in ("var/lib/rancher", "etc/rancher")], lab.output)
+
+
+def sha1(cert):
+    return cert.fingerprint(hashes.SHA1()).hex().upper()
+
+
+def secret(lab):
+    """The k3s-serving secret as the node's kubectl reads it: ``(uid, annotations, leaf)``."""
+    found = json.loads(ssh(lab, SERVER, "kubectl -n kube-system get secret k3s-serving -o json").stdout)
+    return (found["metadata"]["uid"], found["metadata"]["annotations"],
+            x509.load_pem_x509_certificate(base64.b64decode(found["data"]["tls.crt"])))
+
+
+def k3s_pid(lab):
+    return ssh(lab, SERVER, "systemctl show -p MainPID k3s").stdout.strip()
+
+
+def test_the_line_keeps_a_cert_outside_its_window_and_nothing_is_planned(golf):
+    assert ssh(golf, SERVER, "k3s --version").stdout.startswith("k3s version v1.33.6+k3s1 (")
+    assert 164 < days_left(served(ADDRESS, 6443)) < 166
+    before, pid = digest(golf), k3s_pid(golf)
+    result = renew_k3s(golf)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("Planned on golf-server (k3s v1.33.6 renews its supervisor certificate while running and creates a deleted "
+            "secret again)") in result.stdout
+    assert re.search(r"nothing to do: served for 16\d\.\d+ more days, the same certificate", result.stdout)
+    assert "restart: nothing" in result.stdout
+    assert digest(golf) == before and k3s_pid(golf) == pid
+
+
+def test_more_than_the_window_is_planned_as_a_regeneration_and_check_changes_nothing(golf):
+    before = digest(golf)
+    result = renew_k3s(golf, "--check", "-e", "kubepki_threshold_days=200")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\[regenerate: 16\d\.\d+ days left, under threshold_days=200; k3s v1.33.6 keeps it until 120 days "
+                     r"before it expires\]", result.stdout)
+    assert digest(golf) == before
+
+
+def test_regeneration_serves_a_new_cert_and_keeps_the_secret(golf):
+    uid_before, _annotations, _leaf = secret(golf)
+    old = served(ADDRESS, 6443)
+    result = renew_k3s(golf, "-e", "kubepki_threshold_days=200")
+    assert result.returncode == 0, result.stdout + result.stderr
+    new = served(ADDRESS, 6443)
+    assert sha1(new) != sha1(old) and days_left(new) > 360
+    # RegenerateCerts: a new key too, and the same secret object updated, never deleted
+    assert new.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != \
+        old.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    uid, annotations, leaf = secret(golf)
+    assert uid == uid_before and sha1(leaf) == sha1(new) and annotations["listener.cattle.io/fingerprint"] == "SHA1=" + sha1(new)
+    tls = golf.node_root(SERVER) / DATA / "server/tls"
+    assert not (tls / "dynamic-cert-regenerate").exists() and not list(tls.glob("dynamic-cert.json.kubepki-*"))
+
+    before = digest(golf)
+    again = renew_k3s(golf, "-e", "kubepki_threshold_days=200")
+    assert again.returncode == 0 and "restart: nothing" in again.stdout
+    assert digest(golf) == before
+
+
+def test_a_deleted_secret_comes_back_with_the_same_cert(golf):
+    """Why the secret is never deleted on this line: dynamiclistener creates it again from memory."""
+    _uid, _annotations, before = secret(golf)
+    ssh(golf, SERVER, "kubectl -n kube-system delete secret k3s-serving")
+    back = wait_for(lambda: ssh(golf, SERVER, "kubectl -n kube-system get secret k3s-serving", check=False).returncode == 0,
+                    "the secret to come back", timeout=10)
+    assert back and sha1(secret(golf)[2]) == sha1(before) == sha1(served(ADDRESS, 6443))
+
+
+def test_a_threshold_beyond_the_lifetime_is_refused(golf):
+    before = digest(golf)
+    result = renew_k3s(golf, "-e", "kubepki_threshold_days=400")
+    assert result.returncode != 0
+    assert "threshold_days=400 is not below the 365-day lifetime of the supervisor certificate k3s issues" in result.stdout
+    assert digest(golf) == before
+
+
+def test_a_user_provided_cert_is_left_alone_even_with_force(golf):
+    db = k3s_tool.kine(golf.node_root(SERVER) / DATA)
+    try:
+        stored = k3s_tool.kine_to_secret(k3s_tool.kine_get(db, k3s_tool.SECRET_KEY))
+        stored["metadata"]["annotations"]["listener.cattle.io/static"] = "true"
+        k3s_tool.kine_put(db, k3s_tool.SECRET_KEY, k3s_tool.secret_to_kine(stored))
+    finally:
+        db.close()
+    before, old = digest(golf), served(ADDRESS, 6443)
+    result = renew_k3s(golf, "-e", "kubepki_force=true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nothing to do: a user-provided certificate (listener.cattle.io/static=true)" in result.stdout
+    assert digest(golf) == before and sha1(served(ADDRESS, 6443)) == sha1(old)
+
+
+def test_a_restart_renews_a_secret_inside_the_window_on_its_key(golf):
+    """Merge refuses a cert within ExpirationDaysCheck days (dynamiclistener v0.3.4): at start it is renewed on the
+    stored key. (The secret loses its static mark here: a user-provided cert is never renewed.)"""
+    ssh(golf, SERVER, "systemctl stop k3s")
+    root = golf.node_root(SERVER)
+    cluster = k3s_tool.load_cluster(pki, root / DATA / "server/tls")
+    inside = pki.serving_secret(cluster, SERVER, ADDRESS, issued_at=pki.utc() - 265 * pki.DAY)     # 100 days left
+    db = k3s_tool.kine(root / DATA)
+    try:
+        k3s_tool.kine_put(db, k3s_tool.SECRET_KEY, k3s_tool.secret_to_kine(inside))
+    finally:
+        db.close()
+    ssh(golf, SERVER, "systemctl start k3s")
+    cert = wait_for(lambda: listening(ADDRESS, 6443) and served(ADDRESS, 6443), "k3s to serve again")
+    assert days_left(cert) > 360
+    stored = x509.load_pem_x509_certificate(base64.b64decode(inside["data"]["tls.crt"]))
+    assert cert.public_key().public_numbers() == stored.public_key().public_numbers()
