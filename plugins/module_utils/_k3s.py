@@ -106,7 +106,7 @@ def describe_cert(cert, now, threshold_days):
     days_left, state, message = _x509.validity(cert, now, threshold_days)
     info = _x509.describe(cert)
     return {"subject": info["subject"], "subject_cn": info["subject_cn"], "not_after": info["not_after"],
-            "days_left": days_left, "lifetime_days": round((_x509.not_after(cert) - _x509.not_before(cert)).total_seconds() / 86400.0, 2), "serial": info["serial"], "fingerprint_sha1": _x509.fingerprint_hex(cert),
+            "days_left": days_left, "serial": info["serial"], "fingerprint_sha1": _x509.fingerprint_hex(cert),
             "fingerprint_sha256": info["fingerprint_sha256"], "state": state, "message": message}
 
 
@@ -244,6 +244,17 @@ def stale_reasons(served_info, cached, cached_info, secret, secret_info):
         reasons.append("the secret holds another certificate, which expires %s: k3s may load it at the next start"
                        % secret_info["not_after"])
     return reasons
+
+
+def issued_lifetime_days(server, cert):
+    """Days dynamiclistener gives a supervisor cert: NotAfter - NotBefore, except where NotBefore is pinned to the CA's
+    (before dynamiclistener v0.7.3), which inflates it: there its default of 365 days (factory/cert_utils.go, unless
+    CATTLE_NEW_SIGNED_CERT_EXPIRATION_DAYS is set)."""
+    ca = _x509.load_certificates(read_node_file(server.fs, server.server_ca), server.server_ca)[0] \
+        if server.fs.exists(server.server_ca) else None
+    if ca is not None and _x509.not_before(cert) == _x509.not_before(ca):
+        return 365.0
+    return round((_x509.not_after(cert) - _x509.not_before(cert)).total_seconds() / 86400.0, 2)
 
 
 def supervisor_plan(release, served_info, stale, secret_info, window_days, threshold_days, force):
@@ -500,7 +511,7 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
     else:
         window_source = "renew_window_days"
     release = release_line(server.program, version_output)
-    lifetime = served_info["lifetime_days"]
+    lifetime = issued_lifetime_days(server, served)
     if threshold_days >= lifetime:
         raise ResetError("threshold_days=%s is not below the %.0f-day lifetime of the supervisor certificate %s issues: "
                          "every run would regenerate it; use a smaller threshold_days. Nothing was changed."

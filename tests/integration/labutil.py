@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -24,6 +25,38 @@ import lab as labmod  # noqa: E402,F401  pylint: disable=wrong-import-position,u
 def lab_cli(*args, timeout=180):
     return subprocess.run([sys.executable, str(LAB_PY), *args], capture_output=True, text=True, timeout=timeout,
                           cwd=str(REPO), check=False)
+
+
+def own_lab(tmp_path_factory, clusters, addresses):
+    """Generator for a module fixture: a lab of its own with ``clusters`` (as in fleet.yml, with the default fleet's
+    packages and hooks), up while the module runs; it fails, never skips, when ``addresses`` are taken."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    taken = busy(addresses)
+    if taken:
+        pytest.skip(f"addresses busy ({', '.join(taken)}): another lab runs there (a k3s one binds 127.0.0.1:6444)")
+    default = yaml.safe_load(labmod.DEFAULT_FLEET.read_text())
+    base = tmp_path_factory.mktemp(clusters[0]["name"])
+    spec = base / "fleet.yml"
+    spec.write_text(yaml.safe_dump({"packages": default.get("packages", []), "hooks": default["hooks"], "clusters": clusters}))
+    output = base / "lab"
+    started = time.monotonic()
+    res = lab_cli("up", "--fleet", str(spec), "--output", str(output))
+    if res.returncode:
+        lab_cli("down", "--output", str(output))
+        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
+    lab = labmod.Lab(output)
+    lab.up_seconds = time.monotonic() - started
+    print("%s up in %.1f s" % (", ".join(c["name"] for c in clusters), lab.up_seconds))
+    yield lab
+    lab_cli("down", "--output", str(output))
+
+
+def default_cluster(name, addresses):
+    """A cluster of tests/lab/fleet.yml with its nodes moved to ``addresses`` (node name -> address)."""
+    cluster = next(c for c in yaml.safe_load(labmod.DEFAULT_FLEET.read_text())["clusters"] if c["name"] == name)
+    cluster["nodes"] = [dict(n, address=addresses[n["name"]]) for n in cluster["nodes"]]
+    return cluster
 
 
 def busy(addresses):

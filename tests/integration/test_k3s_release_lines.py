@@ -8,16 +8,14 @@ k3s's window). The tests run in file order on one lab.
 """
 import base64
 import json
-import os
 import re
 import sys
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from labutil import REPO, ansible, busy, days_left, lab_cli, labmod, listening, served, ssh, tree_digest, wait_for
+from labutil import REPO, ansible, days_left, listening, own_lab, served, ssh, tree_digest, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
 import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
@@ -29,23 +27,9 @@ DATA = "var/lib/rancher/k3s"
 
 @pytest.fixture(scope="module")
 def golf(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    taken = busy([(ADDRESS, 22), ("127.0.0.1", 6444)])
-    if taken:
-        pytest.skip(f"addresses busy ({', '.join(taken)}): another k3s lab is up (its apiserver binds 127.0.0.1:6444)")
-    default = yaml.safe_load(labmod.DEFAULT_FLEET.read_text())
     cluster = {"name": "golf", "distribution": "k3s", "k3s_version": "v1.33.6+k3s1", "scenario": "serving_165d",
                "nodes": [{"name": SERVER, "role": "server", "address": ADDRESS}]}
-    spec = tmp_path_factory.mktemp("golf") / "fleet.yml"
-    spec.write_text(yaml.safe_dump({"packages": default.get("packages", []), "hooks": default["hooks"], "clusters": [cluster]}))
-    output = spec.parent / "lab"
-    res = lab_cli("up", "--fleet", str(spec), "--output", str(output))
-    if res.returncode:
-        lab_cli("down", "--output", str(output))
-        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
-    yield labmod.Lab(output)
-    lab_cli("down", "--output", str(output))
+    yield from own_lab(tmp_path_factory, [cluster], [(ADDRESS, 22), ("127.0.0.1", 6444)])
 
 
 def renew_k3s(lab, *args):
@@ -79,7 +63,7 @@ def test_the_line_keeps_a_cert_outside_its_window_and_nothing_is_planned(golf):
     before, pid = digest(golf), k3s_pid(golf)
     result = renew_k3s(golf)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ("Planned on golf-server (k3s v1.33.6 renews its supervisor certificate while running and creates a deleted "
+    assert ("on golf-server (k3s v1.33.6 renews its supervisor certificate while running and creates a deleted "
             "secret again)") in result.stdout
     assert re.search(r"nothing to do: served for 16\d\.\d+ more days, the same certificate", result.stdout)
     assert "restart: nothing" in result.stdout

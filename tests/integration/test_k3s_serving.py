@@ -9,17 +9,15 @@ The tests run in file order on one lab: each builds on the state the previous on
 """
 import base64
 import json
-import os
 import re
 import sys
 import time
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import REPO, ansible, busy, cn, days_left, lab_cli, labmod, listening, served, ssh, tree_digest, wait_for
+from labutil import REPO, ansible, cn, days_left, default_cluster, listening, own_lab, served, ssh, tree_digest, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
 import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
@@ -35,28 +33,10 @@ TLS = "var/lib/rancher/k3s/server/tls"
 @pytest.fixture(scope="module")
 def delta(tmp_path_factory):
     """A lab with only the delta cluster of tests/lab/fleet.yml, moved to 127.0.5.41/.42."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    taken = busy([(a, 22) for a in ADDRESSES.values()] + [("127.0.0.1", 6444)])
-    if taken:
-        pytest.skip(f"addresses busy ({', '.join(taken)}): another k3s lab is up (its apiserver binds 127.0.0.1:6444)")
-    default = yaml.safe_load(labmod.DEFAULT_FLEET.read_text())
-    cluster = [c for c in default["clusters"] if c["name"] == "delta"][0]
-    for node in cluster["nodes"]:
-        node["address"] = ADDRESSES[node["name"]]
-    spec = tmp_path_factory.mktemp("k3s") / "fleet.yml"
-    spec.write_text(yaml.safe_dump({"packages": default.get("packages", []), "hooks": default["hooks"], "clusters": [cluster]}))
-    output = spec.parent / "lab"
-    started = time.monotonic()
-    res = lab_cli("up", "--fleet", str(spec), "--output", str(output))
-    if res.returncode:
-        lab_cli("down", "--output", str(output))
-        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
-    lab = labmod.Lab(output)
-    lab.up_seconds = time.monotonic() - started
-    lab.clock_offset = time.time() - time.monotonic()
-    yield lab
-    lab_cli("down", "--output", str(output))
+    for lab in own_lab(tmp_path_factory, [default_cluster("delta", ADDRESSES)],
+                       [(a, 22) for a in ADDRESSES.values()] + [("127.0.0.1", 6444)]):
+        lab.clock_offset = time.time() - time.monotonic()
+        yield lab
 
 
 def digest(lab):

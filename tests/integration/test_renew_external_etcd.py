@@ -5,40 +5,23 @@ renewed and in use, the etcd client material is left to its owner, and a failed 
 Its own lab (echo, kubeadm v1.31 with a three-year certificateValidityPeriod, leaves expiring in 17 days) on
 127.0.5.11, beside the default fleet. The tests run in file order on one lab.
 """
-import os
 import subprocess
 import time
 
 import pytest
-import yaml
 from cryptography.hazmat.primitives import hashes
 
-from labutil import ansible, busy, days_left, lab_cli, labmod, listening, scheduler_that_never_comes_back, served, tree_digest, wait_for
+from labutil import ansible, days_left, listening, own_lab, scheduler_that_never_comes_back, served, tree_digest, wait_for
 
 NODE, ADDRESS = "echo-cp1", "127.0.5.11"
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    taken = busy([(ADDRESS, 22)])
-    if taken:
-        pytest.skip(f"addresses busy ({', '.join(taken)}): another lab runs there")
-    default = yaml.safe_load(labmod.DEFAULT_FLEET.read_text())
     echo = {"name": "echo", "distribution": "kubeadm", "scenario": "expiring_20d", "etcd": "external",
             "certificate_validity_hours": 26280,
             "nodes": [{"name": NODE, "role": "control-plane", "address": ADDRESS}]}
-    base = tmp_path_factory.mktemp("echo")
-    spec = base / "fleet.yml"
-    spec.write_text(yaml.safe_dump({"packages": default["packages"], "hooks": default["hooks"], "clusters": [echo]}))
-    output = base / "lab"
-    res = lab_cli("up", "--fleet", str(spec), "--output", str(output))
-    if res.returncode:
-        lab_cli("down", "--output", str(output))
-        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
-    yield labmod.Lab(output)
-    lab_cli("down", "--output", str(output))
+    yield from own_lab(tmp_path_factory, [echo], [(ADDRESS, 22)])
 
 
 def renew(lab, tmp_path, *args):

@@ -14,10 +14,9 @@ import stat
 import time
 
 import pytest
-import yaml
 from cryptography.hazmat.primitives import hashes
 
-from labutil import ansible, busy, cn, days_left, lab_cli, labmod, listening, served, tree_digest, wait_for
+from labutil import ansible, cn, days_left, default_cluster, listening, own_lab, served, tree_digest, wait_for
 
 import nodes  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
 
@@ -29,27 +28,7 @@ NODE_TREES = ("etc/kubernetes", "var/lib/kubelet", "var/lib/kubepki")
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """The default fleet's charlie cluster alone, with its hooks, at CHARLIE's addresses."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    default = yaml.safe_load(labmod.DEFAULT_FLEET.read_text())
-    charlie = [c for c in default["clusters"] if c["name"] == "charlie"][0]
-    charlie["nodes"] = [dict(n, address=CHARLIE[n["name"]]) for n in charlie["nodes"]]
-    taken = busy([(a, 22) for a in CHARLIE.values()])
-    if taken:
-        pytest.skip(f"addresses busy ({', '.join(taken)}): another lab runs there")
-    base = tmp_path_factory.mktemp("rke1")
-    spec = base / "fleet.yml"
-    spec.write_text(yaml.safe_dump({"packages": default["packages"], "hooks": default["hooks"], "clusters": [charlie]}))
-    output = base / "lab"
-    started = time.monotonic()
-    res = lab_cli("up", "--fleet", str(spec), "--output", str(output))
-    if res.returncode:
-        lab_cli("down", "--output", str(output))
-        pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
-    lab = labmod.Lab(output)
-    print("charlie up in %.1f s" % (time.monotonic() - started))
-    yield lab
-    lab_cli("down", "--output", str(output))
+    yield from own_lab(tmp_path_factory, [default_cluster("charlie", CHARLIE)], [(a, 22) for a in CHARLIE.values()])
 
 
 def cluster_yml(lab):
