@@ -137,8 +137,8 @@ def read_dynamic_cert(server, now, threshold_days):
     try:
         cert, annotations = _secret_leaf(read_node_file(server.fs, server.dynamic_cert), server.dynamic_cert)
     except (CertError, ValueError) as exc:
-        info.update(state="invalid", message="%s (before 2026, k3s fails every TLS handshake with a corrupt cache, "
-                                             "k3s-io/k3s#14220)" % exc)
+        info.update(state="invalid", message="%s (dynamiclistener storage/file fails every TLS handshake on a corrupt "
+                                             "cache, and on an empty one before v0.9.1)" % exc)
         return None, info
     info.update(describe_cert(cert, now, threshold_days))
     info["annotation_fingerprint"] = annotations.get(FINGERPRINT_ANNOTATION)
@@ -239,7 +239,7 @@ def stale_reasons(served_info, cached, cached_info, secret, secret_info):
     elif cached is not None and _x509.fingerprint_hex(cached) != served_info["fingerprint_sha1"]:
         reasons.append("dynamic-cert.json holds another certificate (SHA1=%s) than the one served"
                        % cached_info["fingerprint_sha1"])
-    if secret is not None and secret_info["fingerprint_sha1"] != served_info["fingerprint_sha1"] \
+    if secret is not None and secret_info["fingerprint_sha1"] != served_info.get("fingerprint_sha1") \
             and secret_info["state"] in ("expired", "warning"):
         reasons.append("the secret holds another certificate, which expires %s: k3s may load it at the next start"
                        % secret_info["not_after"])
@@ -257,9 +257,14 @@ def issued_lifetime_days(server, cert):
     return round((_x509.not_after(cert) - _x509.not_before(cert)).total_seconds() / 86400.0, 2)
 
 
-def supervisor_plan(release, served_info, stale, secret_info, window_days, threshold_days, force):
+def supervisor_plan(release, served_info, cached_info, stale, secret_info, window_days, threshold_days, force):
     """``(how, reasons, why not)`` for the supervisor cert on this release line: ``reset`` (seed 003: delete the
-    secret and the cache) before the fix, ``regenerate`` (the trigger file, read at start) after it, or None."""
+    secret and the cache) before the fix, ``regenerate`` (the trigger file, read at start) after it, ``cache`` (a
+    corrupt dynamic-cert.json moved aside), or None."""
+    if cached_info["state"] == "invalid" and (release["line"] != "legacy" or "days_left" not in served_info):
+        # dynamiclistener storage/file Get fails on it until v0.9.1 (0 bytes) or always (corrupt JSON): every
+        # handshake, and a regeneration at start (listener.go regenerateCerts), fail; k3s reloads the secret without it
+        return "cache", ["%s: moved aside, k3s loads the secret from its datastore at start" % cached_info["message"]], None
     if secret_info.get("static"):
         return None, [], ("a user-provided certificate (%s=true): dynamiclistener never renews it, and a regeneration "
                           "would replace it; replace it where it comes from" % STATIC_ANNOTATION)
@@ -447,7 +452,7 @@ def choose_leaf_method(method, server, leaves, binary):
 def _supervisor_entry(server, served_info, how, reasons):
     entry = {"name": server.secret_name, "path": server.dynamic_cert, "endpoint": served_info["endpoint"], "how": how,
              "reasons": reasons, "new_not_after": None}
-    entry.update({k: served_info[k] for k in ("not_after", "days_left", "serial", "fingerprint_sha1")})
+    entry.update({k: served_info.get(k) for k in ("not_after", "days_left", "serial", "fingerprint_sha1")})
     return entry
 
 
@@ -458,16 +463,22 @@ def _reset_supervisor(server, api, cached_info, secret_info, stamp):
     deleted = api.delete_secret()
     secret_info["deleted"] = deleted
     notes = ["secret kube-system/%s %s" % (server.secret_name, "deleted" if deleted else "was already gone")]
-    if server.fs.exists(server.dynamic_cert):
-        try:
-            cached_info["moved_to"] = move_aside(server.fs, server.dynamic_cert, ".kubepki-" + stamp)
-        except OSError as exc:
-            raise ResetError("the secret kube-system/%s is gone but %s could not be moved aside (%s): move it yourself "
-                             "(mv %s %s.kubepki-%s) and restart %s, or restart %s now to have the secret recreated from it "
-                             "unchanged" % (server.secret_name, server.dynamic_cert, exc.strerror or exc, server.dynamic_cert,
-                                            server.dynamic_cert, stamp, server.unit, server.unit), changed=deleted)
-        notes.append("%s moved to %s" % (server.dynamic_cert, cached_info["moved_to"]))
-    return notes
+    done = "the secret kube-system/%s is gone" % server.secret_name
+    return notes + _move_cache(server, cached_info, stamp, done, "restart %s now to have the secret recreated from it "
+                               "unchanged" % server.unit, deleted)
+
+
+def _move_cache(server, cached_info, stamp, done="nothing was changed", otherwise="", changed=False):
+    """Move dynamic-cert.json aside, if there is one; returns notes."""
+    if not server.fs.exists(server.dynamic_cert):
+        return []
+    try:
+        cached_info["moved_to"] = move_aside(server.fs, server.dynamic_cert, ".kubepki-" + stamp)
+    except OSError as exc:
+        raise ResetError("%s but %s could not be moved aside (%s): move it yourself (mv %s %s.kubepki-%s) and restart %s%s"
+                         % (done, server.dynamic_cert, exc.strerror or exc, server.dynamic_cert, server.dynamic_cert, stamp,
+                            server.unit, ", or " + otherwise if otherwise else ""), changed=changed)
+    return ["%s moved to %s" % (server.dynamic_cert, cached_info["moved_to"])]
 
 
 def _force_leaves(server, leaves, method, binary, run_command, stamp):
@@ -498,10 +509,11 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
     """
     port = supervisor_port or PROGRAMS[server.program]["supervisor_port"]
     served, served_info = read_served(probe_host, port, now, threshold_days, timeout)
-    if served is None:
+    cached, cached_info = read_dynamic_cert(server, now, threshold_days)
+    # a corrupt cache fails every handshake (dynamiclistener storage/file Get before v0.9.1): it is the finding then
+    if served is None and cached_info["state"] != "invalid":
         raise ResetError("no %s supervisor certificate to check: %s. Is %s running? Check 'systemctl status %s', start it "
                          "and run again. Nothing was changed." % (server.program, served_info["message"], server.unit, server.unit))
-    cached, cached_info = read_dynamic_cert(server, now, threshold_days)
     if api_url is None and server.program == "k3s" and supervisor_port:
         api_url = "https://127.0.0.1:%d" % (supervisor_port + 1)   # k3s: apiserver port = https-listen-port + 1
     api = Api(server, api_url, timeout)
@@ -511,13 +523,14 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
     else:
         window_source = "renew_window_days"
     release = release_line(server.program, version_output)
-    lifetime = issued_lifetime_days(server, served)
-    if threshold_days >= lifetime:
+    lifetime = issued_lifetime_days(server, served) if served is not None else None
+    if lifetime is not None and threshold_days >= lifetime:
         raise ResetError("threshold_days=%s is not below the %.0f-day lifetime of the supervisor certificate %s issues: "
                          "every run would regenerate it; use a smaller threshold_days. Nothing was changed."
                          % (threshold_days, lifetime, server.program))
     stale = (["force=true"] if force else []) + stale_reasons(served_info, cached, cached_info, secret, secret_info)
-    how, reasons, why_not = supervisor_plan(release, served_info, stale, secret_info, window_days, threshold_days, force)
+    how, reasons, why_not = supervisor_plan(release, served_info, cached_info, stale, secret_info, window_days,
+                                            threshold_days, force)
     due, skipped = plan_leaves(server, now, threshold_days, window_days)
 
     renewed = ([_supervisor_entry(server, served_info, how, reasons)] if how else []) + due
@@ -543,8 +556,9 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
         return result
 
     stamp = utc_stamp(clock)
-    if how == "reset":
-        result["notes"] += _reset_supervisor(server, api, cached_info, secret_info, stamp)
+    if how in ("reset", "cache"):
+        result["notes"] += _reset_supervisor(server, api, cached_info, secret_info, stamp) if how == "reset" \
+            else _move_cache(server, cached_info, stamp)
         if cached_info["moved_to"]:
             result["moved"].append({"from": server.dynamic_cert, "to": cached_info["moved_to"]})
     elif how == "regenerate":

@@ -28,6 +28,8 @@ description:
     reads once at its next start to make a new certificate and key (RV(renewed) C(how=regenerate)), as
     C(k3s certificate rotate) does.
   - A user-provided certificate (secret annotation C(listener.cattle.io/static=true)) is never touched.
+  - A corrupt or empty C(dynamic-cert.json) makes dynamiclistener fail every handshake (before v0.9.1 for an empty
+    one) and any regeneration; it is moved aside, so that k3s loads the secret at start.
   - The secret is deleted on the loopback kube-apiserver (k3s C(https://127.0.0.1:6444), RKE2
     C(https://127.0.0.1:6443)) with the admin client certificate C(server/tls/client-admin.crt). That apiserver serves
     C(serving-kube-apiserver.crt), a file k3s renews at start, so this works when the supervisor certificate has
@@ -152,8 +154,9 @@ RETURN = r"""
 renewed:
   description:
     - What was reset or renewed (in check mode, what would be). C(how) is V(reset) for the supervisor certificate
-      (secret deleted, cache moved aside), V(regenerate) for it on later releases (trigger file written), V(restart)
-      for a leaf k3s re-issues at start, V(rotate) for a leaf forced.
+      (secret deleted, cache moved aside), V(regenerate) for it on later releases (trigger file written), V(cache) for
+      a corrupt C(dynamic-cert.json) moved aside (it fails every handshake), V(restart) for a leaf k3s re-issues at
+      start, V(rotate) for a leaf forced.
     - C(new_not_after) is null; the certificates are issued at the next start.
   returned: always
   type: list

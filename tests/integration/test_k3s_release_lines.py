@@ -109,6 +109,21 @@ def test_a_deleted_secret_comes_back_with_the_same_cert(golf):
     assert back and sha1(secret(golf)[2]) == sha1(before) == sha1(served(ADDRESS, 6443))
 
 
+def test_an_empty_cache_that_breaks_every_handshake_is_moved_aside(golf):
+    """dynamiclistener before v0.9.1 fails storage.Get on an empty dynamic-cert.json, and with it every handshake."""
+    uid, _annotations, before = secret(golf)
+    cache = golf.node_root(SERVER) / DATA / "server/tls/dynamic-cert.json"
+    cache.write_bytes(b"")
+    with pytest.raises(OSError):
+        served(ADDRESS, 6443)
+    result = renew_k3s(golf)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[cache: " in result.stdout and "moved aside, k3s loads the secret from its datastore at start]" in result.stdout
+    assert sha1(served(ADDRESS, 6443)) == sha1(before) and secret(golf)[0] == uid
+    assert [p.read_bytes() for p in cache.parent.glob("dynamic-cert.json.kubepki-*")] == [b""]
+    assert json.loads(cache.read_text())["metadata"]["name"] == "k3s-serving"
+
+
 def test_a_threshold_beyond_the_lifetime_is_refused(golf):
     before = digest(golf)
     result = renew_k3s(golf, "-e", "kubepki_threshold_days=400")

@@ -35,6 +35,7 @@ import re
 import shutil
 import socket
 import sqlite3
+import ssl
 import sys
 import tempfile
 import threading
@@ -94,6 +95,9 @@ class Line:
         self.recreates_deleted = _first(minor, patch, {31: 14, 32: 10, 33: 6, 34: 2}, 35)
         # k3s#4495 (pkg/cluster/https.go RegenerateCerts): the trigger file, read once at start
         self.reads_trigger = _first(minor, patch, {21: 8, 22: 5, 23: 1}, 24)
+        # dynamiclistener v0.9.1 (storage/file afb1003, in the 2026-08-01 releases; k3s numbers as rke2's): an empty
+        # dynamic-cert.json reads as absent; before, like a corrupt one, it fails storage.Get and so every handshake
+        self.empty_cache_is_absent = _first(minor, patch, {33: 13, 34: 10, 35: 7}, 36)
 
 
 def _version() -> str:
@@ -382,6 +386,27 @@ def serving_secret(pki, cluster, node: str, ip: str, sans: list, data_dir: Path,
     return secret
 
 
+def storage_context(cache: Path, serving: Path):
+    """The listener's certificate as getCertificate gets it from storage at every handshake: through the
+    dynamic-cert.json file layer, whose Get fails on a corrupt cache (and an empty one before v0.9.1), and then so
+    does the handshake."""
+    served = supervisor.tls_context(str(serving / "tls.crt"), str(serving / "tls.key"), reload=True)
+
+    def context():
+        try:
+            data = cache.read_bytes()
+        except FileNotFoundError:
+            return served()
+        if data or not LINE.empty_cache_is_absent:
+            try:
+                json.loads(data)
+            except ValueError as exc:
+                log("error", f"dynamiclistener: failed to read {cache}: {exc}")
+                raise ssl.SSLError(f"no certificate: {cache} is unreadable") from exc
+        return served()
+    return context
+
+
 def keep_renewed(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, state: dict) -> None:
     """listener.go WrapExpiration: every 6 h (lab: k3s-check-seconds) checkExpiration renews a cert within
     ExpirationDaysCheck days (cert.IsCertExpired). Before dynamiclistener v0.3.4 the renewal is merged with the
@@ -489,8 +514,7 @@ def server(flags: dict) -> int:
     port = int(flags.get("https-listen-port", 6443))
     handler = supervisor.make_handler("k3s", api_routes(data_dir, tls / "server-ca.crt"))
     # dynamiclistener serves what storage holds now (getCertificate): a renewal is served at once
-    supervisor.serve_https([(bind, port)], supervisor.tls_context(str(serving / "tls.crt"), str(serving / "tls.key"), reload=True),
-                           handler)
+    supervisor.serve_https([(bind, port)], storage_context(tls / "dynamic-cert.json", serving), handler)
     threading.Thread(target=keep_renewed, args=(pki, cluster, node, ip, sans, data_dir, state), daemon=True).start()
     if LINE.recreates_deleted:
         threading.Thread(target=recreate_deleted, args=(pki, cluster, data_dir, state), daemon=True).start()

@@ -251,7 +251,7 @@ def test_a_corrupt_cache_is_stale_and_moved_aside(tmp_path):
     try:
         (k3s.tls / "dynamic-cert.json").write_text('{"metadata": {"name": "k3s-serv')
         plan = k3s.reset(check_mode=True)
-        assert plan["dynamic_cert"]["state"] == "invalid" and "k3s-io/k3s#14220" in plan["dynamic_cert"]["message"]
+        assert plan["dynamic_cert"]["state"] == "invalid" and "fails every TLS handshake" in plan["dynamic_cert"]["message"]
         assert plan["renewed"][0]["reasons"] == ["dynamic-cert.json is corrupt"]
         result = k3s.reset()
         assert (k3s.root / result["dynamic_cert"]["moved_to"].lstrip("/")).read_text().startswith('{"metadata"')
@@ -446,3 +446,19 @@ def test_a_threshold_beyond_the_lifetime_is_refused(node):
     with pytest.raises(_k3s.ResetError, match=r"threshold_days=400 is not below the 365-day lifetime"):
         node.reset(threshold_days=400)
     assert digest(node.root) == before
+
+
+def test_a_corrupt_cache_that_breaks_every_handshake_is_moved_aside_and_the_secret_kept(tmp_path):
+    """Current k3s with an empty dynamic-cert.json serves nothing (storage/file Get fails); the secret is good."""
+    k3s = K3sNode(tmp_path, serving_issued_at=NOW - 10 * DAY)
+    try:
+        (k3s.tls / "dynamic-cert.json").write_bytes(b"")
+        k3s.supervisor.close()
+        result = k3s.reset(version_output=CURRENT)
+        assert [(r["name"], r["how"]) for r in result["renewed"]] == [("k3s-serving", "cache")]
+        assert result["restart"] == ["k3s"] and k3s.api.secret is not None and not result["secret"]["deleted"]
+        assert result["moved"] == [{"from": "/var/lib/rancher/k3s/server/tls/dynamic-cert.json",
+                                    "to": result["dynamic_cert"]["moved_to"]}]
+        assert not (k3s.tls / "dynamic-cert.json").exists() and not (k3s.tls / "dynamic-cert-regenerate").exists()
+    finally:
+        k3s.close()
