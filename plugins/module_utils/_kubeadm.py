@@ -295,6 +295,7 @@ class KubeadmCli:
 
     def __init__(self, run_command):
         self.run_command = run_command
+        self.config_path = None
         rc, out, err = run_command(["kubeadm", "version", "-o", "short"])
         self.version_text = out.strip()
         self.version = _reload.parse_version(self.version_text) if rc == 0 else None
@@ -313,9 +314,13 @@ class KubeadmCli:
         --config), else constants.CertificateValidity, one year."""
         return configured if configured and self.version >= (1, 31) else _sign.DEFAULT_LIFETIME
 
-    def route(self, due, configured, config):
+    def route(self, due, configured, config, config_path=None):
         """Send each due cert to kubeadm or native, saying why (item.method, item.method_reason): kubeadm renews
-        only what it has a subcommand for, and only when it would issue the lifetime and key type planned."""
+        only what it has a subcommand for, and only when it would issue the lifetime and key type planned.
+        ``config_path`` (holding ``config``) goes to kubeadm as --config when that kubeadm reads its API version:
+        v1beta4 only from v1.31 (cmd/kubeadm/app/apis/kubeadm/v1beta4)."""
+        newer = config.get("apiVersion") == "kubeadm.k8s.io/v1beta4" and self.version < (1, 31)
+        self.config_path = None if newer else config_path
         validity, key_type = self.validity(configured), configured_key_type(config, self.version)
         for item in due:
             old_key = _x509.key_type(item.cert.public_key())
@@ -333,12 +338,12 @@ class KubeadmCli:
                 continue
             item.method, item.method_reason = "native", reason
 
-    def renew(self, fs, item, config_path):
+    def renew(self, fs, item):
         """``kubeadm certs renew <name>``; the new cert, or CertError. kubeadm writes key, then cert, in place
         (renewal/filerenewer.go, pkiutil.WriteKey/WriteCert): when it fails, what it wrote is in ``.written``."""
         paths = [item.path] + ([item.key_path] if item.key_path else [])
         before = {path: _digest(fs, path) for path in paths}
-        argv = ["kubeadm", "certs", "renew", item.name, "--cert-dir", PKI] + (["--config", config_path] if config_path else [])
+        argv = ["kubeadm", "certs", "renew", item.name, "--cert-dir", PKI] + (["--config", self.config_path] if self.config_path else [])
         rc, out, err = self.run_command(argv)
         written = [path for path in paths if _digest(fs, path) != before[path]]
         said = " ".join((err or out).split())[-600:]
@@ -394,7 +399,7 @@ def _kubelet_client_files(fs, item, now):
     return pem_path, _sign.cert_pem(item.new_cert) + _sign.key_pem(item.new_key), common_yaml.yaml_dump(config, default_flow_style=False).encode("utf-8")
 
 
-def apply(fs, due, now, renewed=None, kubeadm=None, config_path=None):
+def apply(fs, due, now, renewed=None, kubeadm=None):
     """Renew every due cert, by ``kubeadm`` (a KubeadmCli) where routed there, else natively; returns the summaries.
 
     ``renewed`` (a list) receives each summary as soon as its files are written, so a caller
@@ -405,7 +410,7 @@ def apply(fs, due, now, renewed=None, kubeadm=None, config_path=None):
     for item in due:
         if item.method == "kubeadm":
             try:
-                item.new_cert = kubeadm.renew(fs, item, config_path)
+                item.new_cert = kubeadm.renew(fs, item)
             except CertError as exc:
                 if getattr(exc, "written", None):
                     summary = item.summary(now)

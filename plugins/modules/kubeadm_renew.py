@@ -63,7 +63,8 @@ options:
       - V(kubeadm) runs the node's C(kubeadm certs renew <name>) (only with O(rootfs=/)) for each certificate that
         kubeadm version has a subcommand for (from C(kubeadm certs renew --help); C(super-admin.conf) from v1.29) and
         would renew with the planned lifetime and key type; the rest, kubelet.conf included, is renewed natively.
-        Each entry of RV(renewed) says which way it went and why. O(kubeadm_config) is passed as C(--config).
+        Each entry of RV(renewed) says which way it went and why. O(kubeadm_config) is passed as C(--config) to a
+        kubeadm that reads its API version (v1beta4 from v1.31).
       - V(auto) uses kubeadm when it is installed and O(rootfs) is V(/), else native.
     type: str
     choices: [auto, kubeadm, native]
@@ -324,7 +325,7 @@ def main():
     kubeadm = _kubeadm_cli(module)
     method = "kubeadm" if kubeadm else "native"
     if kubeadm:
-        kubeadm.route(due, configured, config)
+        kubeadm.route(due, configured, config, params["kubeadm_config"])
     managers = _managers.find(fs)
     if managers and not params["renew_managed"]:
         module.exit_json(changed=False, renewed=[], skipped_certs=[], restart=[], restart_plan=[], reloads=[], method=method,
@@ -344,7 +345,7 @@ def main():
     else:
         renewed = []
         try:
-            _kubeadm.apply(fs, due, clock, renewed, kubeadm, params["kubeadm_config"])
+            _kubeadm.apply(fs, due, clock, renewed, kubeadm)
         except Exception as exc:  # pylint: disable=broad-except  # whatever it is, say what was already written
             written = ", ".join(r["name"] + (" (%s)" % r["partial"] if r.get("partial") else "") for r in renewed)
             module.fail_json(msg="renewal failed: %s; %s. Each cert and key pair is replaced atomically: restore the "

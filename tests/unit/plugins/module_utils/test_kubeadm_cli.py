@@ -64,10 +64,10 @@ def renew(root, now, names=None, configured=None, config=None, config_path=None)
     fs = NodeFS(str(root))
     cli = _kubeadm.KubeadmCli(runner(root))
     due, _skipped = _kubeadm.plan(fs, now, 30, names=names, configured_validity=configured)
-    cli.route(due, configured, config or {})
+    cli.route(due, configured, config or {}, config_path)
     renewed = []
     try:
-        _kubeadm.apply(fs, due, now, renewed, cli, config_path)
+        _kubeadm.apply(fs, due, now, renewed, cli)
     except CertError as exc:
         return due, renewed, exc
     return due, renewed, None
@@ -117,7 +117,7 @@ def test_kubeadm_that_renews_nothing_is_a_failure(tmp_path):
     fs = NodeFS(str(root))
     item = next(i for i in _kubeadm.inventory(fs)[0] if i.name == "front-proxy-client")
     with pytest.raises(CertError) as caught:
-        _kubeadm.KubeadmCli(runner(root)).renew(fs, item, None)
+        _kubeadm.KubeadmCli(runner(root)).renew(fs, item)
     assert "renewed nothing" in str(caught.value) and "Detected external front-proxy-ca" in str(caught.value)
     assert caught.value.written == []
 
@@ -186,3 +186,13 @@ def test_kubeadm_and_native_issue_equivalent_certs(tmp_path, version):
         n_desc, n_after = _described(native, n_item)
         assert k_desc == n_desc, k_item.name
         assert abs(k_after - n_after) < datetime.timedelta(minutes=10), k_item.name
+
+
+def test_a_v1beta4_config_is_not_given_to_a_kubeadm_that_cannot_read_it(tmp_path):
+    root, _now = tree(tmp_path, "v1.28.15")
+    config = {"apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "ClusterConfiguration"}
+    cli = _kubeadm.KubeadmCli(runner(root))
+    cli.route([], None, config, "/etc/kubernetes/kubeadm-config.yaml")
+    assert cli.config_path is None
+    cli.route([], None, dict(config, apiVersion="kubeadm.k8s.io/v1beta3"), "/etc/kubernetes/kubeadm-config.yaml")
+    assert cli.config_path == "/etc/kubernetes/kubeadm-config.yaml"
