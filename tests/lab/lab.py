@@ -62,7 +62,8 @@ BASE_PACKAGES = ("openssh-server", "python3-cryptography")
 DEFAULT_SCENARIO = "fresh"
 DISTRIBUTIONS = {"kubeadm": ("control-plane", "worker"),
                  "rke1": ("control-plane", "worker"),
-                 "k3s": ("server", "agent")}
+                 "k3s": ("server", "agent"),
+                 "rke2": ("server", "agent")}
 # Inventory groups by role, across distributions (a k3s server runs the control plane).
 ROLE_GROUPS = {"control-plane": "control_plane", "server": "control_plane",
                "worker": "workers", "agent": "workers"}

@@ -71,16 +71,20 @@ REAL_BIN_ENV = "KUBEPKI_LAB_REAL_BIN"
 READY_TIMEOUT = 90.0
 ETCD_JOIN_TIMEOUT = 30.0
 SCENARIOS = {"kubeadm": ("fresh", "expiring_20d", "expired_7d"), "rke1": ("fresh", "kubelet_expired"),
-             "k3s": ("fresh", "serving_expired", "serving_165d")}
+             "k3s": ("fresh", "serving_expired", "serving_165d"), "rke2": ("fresh", "serving_expired", "serving_165d")}
 # name on the node -> tests/lab file (and arguments) run with /usr/bin/python3
 TOOLS = {"crictl": "tools/crictl.py", "systemctl": "tools/systemctl.py", "docker": "tools/docker.py",
          "k3s": "tools/k3s.py", "kubelet": "tools/kubelet.py", "kubeadm": "tools/kubeadm.py",
          "kubectl": "tools/k3s.py kubectl",     # k3s's kubectl link: the real kubectl with k3s.yaml
+         "rke2": "tools/k3s.py --program rke2",
          "kube-apiserver": "standins/kube_apiserver.py", "kube-controller-manager": "standins/kube_controller_manager.py",
          "kube-scheduler": "standins/kube_scheduler.py"}
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 NODE_TOOLS = {"kubeadm": ("kubeadm", "crictl", "systemctl", "kubelet") + CONTROL_PLANE,
-              "rke1": ("docker", "systemctl", "kubelet") + CONTROL_PLANE, "k3s": ("k3s", "systemctl", "kubectl")}
+              "rke1": ("docker", "systemctl", "kubelet") + CONTROL_PLANE, "k3s": ("k3s", "systemctl", "kubectl"),
+              "rke2": ("rke2", "systemctl", "kubectl")}
+# what a tool is on nodes of one distribution, where it differs (RKE2's kubectl reads rke2.yaml)
+DISTRIBUTION_TOOLS = {"rke2": {"kubectl": "tools/k3s.py --program rke2 kubectl"}}
 RKE_IMAGE = "rancher/hyperkube:v1.28.15-rancher1"
 SSL = "/etc/kubernetes/ssl"
 BOOT_DIR = "run/kubepki-lab/boot"     # expired files set aside while the components start
@@ -107,11 +111,13 @@ def populate(node, root: Path) -> None:
                          f"{', '.join(SCENARIOS[dist])} for {dist} (see tests/lab/nodes.py)")
     key = id(node.cluster)
     if key not in _MATERIAL:
-        _MATERIAL[key] = (node.cluster, {"kubeadm": _kubeadm_cluster, "rke1": _rke1_cluster, "k3s": _k3s_cluster}[dist](node))
+        _MATERIAL[key] = (node.cluster, {"kubeadm": _kubeadm_cluster, "rke1": _rke1_cluster, "k3s": _k3s_cluster,
+                                         "rke2": _k3s_cluster}[dist](node))
     material = _MATERIAL[key][1]
-    units, containers, listen, restore = {"kubeadm": _kubeadm_node, "rke1": _rke1_node, "k3s": _k3s_node}[dist](node, root, material)
-    _install_tools(root, NODE_TOOLS[dist])
-    for tool in ("kubelet", "kubeadm", "k3s"):   # what the node's tool reports and behaves as
+    units, containers, listen, restore = {"kubeadm": _kubeadm_node, "rke1": _rke1_node, "k3s": _k3s_node,
+                                          "rke2": _k3s_node}[dist](node, root, material)
+    _install_tools(root, NODE_TOOLS[dist], DISTRIBUTION_TOOLS.get(dist, {}))
+    for tool in ("kubelet", "kubeadm", "k3s", "rke2"):   # what the node's tool reports and behaves as
         if f"{tool}_version" in material:
             (root / "run/kubepki-lab").mkdir(parents=True, exist_ok=True)
             (root / f"run/kubepki-lab/{tool}-version").write_text(material[f"{tool}_version"] + "\n")
@@ -126,11 +132,11 @@ def populate(node, root: Path) -> None:
         "restore_after_start": restore}, indent=2) + "\n")
 
 
-def _install_tools(root: Path, names) -> None:
+def _install_tools(root: Path, names, overrides) -> None:
     bin_dir = root / BIN_DIR.lstrip("/")
     bin_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
-        script, *args = TOOLS[name].split()
+        script, *args = overrides.get(name, TOOLS[name]).split()
         (bin_dir / name).write_text(f"#!/bin/sh\n# kubepki lab stand-in, written by tests/lab/nodes.py\n"
                                     f'exec {NODE_PYTHON} {" ".join([str(HERE / script), *args])} "$@"\n')
         (bin_dir / name).chmod(0o755)
@@ -342,38 +348,45 @@ def _k3s_cluster(node) -> dict:
     now = pki.utc()
     first_start = {"serving_expired": 400, "serving_165d": 200}.get(node.cluster.scenario)
     ca_at, leaf_at = (now - _days(first_start) if first_start else now - _days(30)), now - _days(30)
-    cluster = pki.k3s_cluster("k3s", now, ca_issued_at=ca_at)
+    program = node.distribution
+    cluster = pki.k3s_cluster(program, now, ca_issued_at=ca_at)
     server = next(n for n in node.cluster.nodes if n.role == "server")
     token = f"K10{hashlib.sha256(pki.cert_pem(cluster.server_ca.cert)).hexdigest()}::server:{os.urandom(16).hex()}"
     # the release line the cluster stands for: tools/k3s.py Line (default: a November 2025 release)
+    version = {"k3s": "v1.33.6+k3s1", "rke2": "v1.33.6+rke2r1"}[program]
     return {"now": now, "cluster": cluster, "ca_at": ca_at, "leaf_at": leaf_at, "server": server, "token": token,
-            "k3s_version": str(node.cluster.vars.get("kubepki_k3s_version", "v1.33.6+k3s1"))}
+            f"{program}_version": str(node.cluster.vars.get(f"kubepki_{program}_version", version))}
 
 
 def _k3s_node(node, root: Path, m: dict):
-    ip, name, cluster = node.address, node.name, m["cluster"]
-    data = root / "var/lib/rancher/k3s"
+    """A k3s or RKE2 node: RKE2's server is k3s's code with its own names and ports (research/rancher.md 0)."""
+    ip, name, cluster, program = node.address, node.name, m["cluster"], node.distribution
+    data = root / f"var/lib/rancher/{program}"
+    supervisor_port, api_port = k3s_tool.PORTS[program]
+    unit = "k3s" if program == "k3s" else "rke2-server"
     if node.role == "server":
         # the served cert dates from the first start: legacy dynamiclistener gives it the CA's NotBefore
         tree = pki.build_k3s_server(root, cluster, name, ip, now=m["now"], leaf_issued_at=m["leaf_at"],
                                     serving_issued_at=m["ca_at"])
         db = k3s_tool.kine(data)
         try:
-            k3s_tool.kine_put(db, k3s_tool.SECRET_KEY, k3s_tool.secret_to_kine(tree.secret))
+            k3s_tool.kine_put(db, f"/registry/secrets/kube-system/{program}-serving", k3s_tool.secret_to_kine(tree.secret))
         finally:
             db.close()
         pki.write_file(data / "server/token", m["token"] + "\n", 0o600)
-        argv = ["k3s", "server", f"--node-ip={ip}", f"--bind-address={ip}", f"--advertise-address={ip}",
+        argv = [program, "server", f"--node-ip={ip}", f"--bind-address={ip}", f"--advertise-address={ip}",
                 f"--node-name={name}"]
-        return {"k3s": {"argv": argv}}, [], [f"{ip}:6443", "127.0.0.1:6444", f"{ip}:10250"], []
+        listen = [f"{ip}:{supervisor_port}", f"{ip}:10250"] + \
+            (["127.0.0.1:6444"] if program == "k3s" else [f"127.0.0.1:{api_port}", f"{ip}:{api_port}"])
+        return {unit: {"argv": argv}}, [], listen, []
     pki.build_k3s_agent(root, cluster, name, ip, now=m["now"], agent_issued_at=m["leaf_at"])
     signer = root / "run/kubepki-lab/k3s-ca"        # lab plumbing: the agent signs its own certs
     for base, pair in (("server-ca", cluster.server_ca), ("client-ca", cluster.client_ca)):
         pki.write_file(signer / f"{base}.crt", pki.cert_pem(pair.cert), 0o600)
         pki.write_file(signer / f"{base}.key", pki.key_pem(pair.key), 0o600)
-    argv = ["k3s", "agent", f"--server=https://{m['server'].address}:6443", f"--token={m['token']}",
+    argv = [program, "agent", f"--server=https://{m['server'].address}:{supervisor_port}", f"--token={m['token']}",
             f"--node-ip={ip}", f"--node-name={name}"]
-    return {"k3s-agent": {"argv": argv}}, [], [f"{ip}:10250"], []
+    return {f"{program}-agent": {"argv": argv}}, [], [f"{ip}:10250"], []
 
 
 # ---------------------------------------------------------------------------------------------

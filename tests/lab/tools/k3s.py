@@ -45,12 +45,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import supervisor  # noqa: E402  pylint: disable=wrong-import-position
 
+# `use(program)` rebinds these for RKE2 (tools/k3s.py --program rke2): its server is k3s's code (rancher/rke2
+# pkg/rke2 runs k3s's server), with its own names, data dir and ports
 PROGRAM = "k3s"
 DATA_DIR = Path("/var/lib/rancher/k3s")
-VERSION_FILE = supervisor.RUN_DIR / "k3s-version"
+SECRET_KEY = "/registry/secrets/kube-system/k3s-serving"
+# supervisor port, apiserver listeners (k3s: 6443 and loopback 6444; rke2: 9345 and 6443, research/rancher.md 0)
+PORTS = {"k3s": (6443, 6444), "rke2": (9345, 6443)}
 CHECK_FILE = supervisor.RUN_DIR / "k3s-check-seconds"
 STATIC = "listener.cattle.io/static"
-SECRET_KEY = "/registry/secrets/kube-system/k3s-serving"
 SIGNER_DIR = supervisor.RUN_DIR / "k3s-ca"
 LAB_BIN = "/opt/kubepki-lab/bin"
 CA_FILES = ("server-ca", "client-ca", "request-header-ca", "etcd/server-ca", "etcd/peer-ca")
@@ -78,9 +81,9 @@ def _first(minor: int, patch: int, patches: dict, every_from: int) -> bool:
 
 
 class Line:
-    """What k3s of one release does with its certificates."""
+    """What k3s (or RKE2, which embeds it) of one release does with its certificates."""
 
-    def __init__(self, version: str):
+    def __init__(self, version: str, program: str = "k3s"):
         self.version = version
         found = re.match(r"v1\.(\d+)\.(\d+)", version)
         minor, patch = (int(found.group(1)), int(found.group(2))) if found else (99, 0)
@@ -89,25 +92,38 @@ class Line:
         self.renew_days = 120 if _first(minor, patch, {30: 13, 31: 9, 32: 5, 33: 1}, 34) else 90
         # dynamiclistener v0.3.4 (factory/gen.go fdf983a, k3s#5896): Merge never returns a secret within
         # ExpirationDaysCheck days of expiry; before, the stored one wins over a renewal (seed 003)
-        self.merge_refuses_expiring = _first(minor, patch, {22: 13, 23: 10, 24: 4}, 25)
+        # RKE2 pinned dynamiclistener v0.3.3 in its go.mod until rancher/rke2#4324 (June 2023)
+        self.merge_refuses_expiring = _first(minor, patch, {22: 13, 23: 10, 24: 4}, 25) if program == "k3s" \
+            else _first(minor, patch, {24: 15, 25: 11, 26: 6, 27: 3}, 28)
         # dynamiclistener v0.6.4 / v0.7.1 (storage/kubernetes/controller.go, #202): Deleted watch events are queued
         # and saveInK8s creates the secret again from memory
         self.recreates_deleted = _first(minor, patch, {31: 14, 32: 10, 33: 6, 34: 2}, 35)
         # k3s#4495 (pkg/cluster/https.go RegenerateCerts): the trigger file, read once at start
-        self.reads_trigger = _first(minor, patch, {21: 8, 22: 5, 23: 1}, 24)
+        # (rke2 certificate rotate: rancher/rke2#2220, v1.20.14, v1.21.8, v1.22.5)
+        self.reads_trigger = _first(minor, patch, {21: 8, 22: 5, 23: 1}, 24) if program == "k3s" \
+            else _first(minor, patch, {20: 14, 21: 8, 22: 5}, 23)
         # dynamiclistener v0.9.1 (storage/file afb1003, in the 2026-08-01 releases; k3s numbers as rke2's): an empty
         # dynamic-cert.json reads as absent; before, like a corrupt one, it fails storage.Get and so every handshake
         self.empty_cache_is_absent = _first(minor, patch, {33: 13, 34: 10, 35: 7}, 36)
 
 
-def _version() -> str:
+def _version(program: str) -> str:
+    default = {"k3s": "v1.33.6+k3s1", "rke2": "v1.33.6+rke2r1"}[program]
     try:
-        return VERSION_FILE.read_text().strip() or "v1.33.6+k3s1"
+        return (supervisor.RUN_DIR / f"{program}-version").read_text().strip() or default
     except OSError:
-        return "v1.33.6+k3s1"
+        return default
 
 
-LINE = Line(_version())
+LINE = Line(_version("k3s"))
+
+
+def use(program: str) -> None:
+    """Be the RKE2 (or k3s) server: names, data dir, version."""
+    global PROGRAM, DATA_DIR, SECRET_KEY, LINE  # pylint: disable=global-statement
+    PROGRAM, DATA_DIR = program, Path(f"/var/lib/rancher/{program}")
+    SECRET_KEY = f"/registry/secrets/kube-system/{program}-serving"
+    LINE = Line(_version(program), program)
 
 
 def log(level: str, msg: str) -> None:
@@ -126,7 +142,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS kine_name_prev_revision_uindex ON kine (name, 
 """
 
 
-def kine(data_dir: Path = DATA_DIR) -> sqlite3.Connection:
+def kine(data_dir: Path) -> sqlite3.Connection:
     path = data_dir / "server/db/state.db"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = sqlite3.connect(path, isolation_level=None)
@@ -348,7 +364,7 @@ def store(pki, cluster, data_dir: Path, secret: dict) -> None:
         cached = None
     if cached != secret["data"]:
         pki.write_dynamic_cert("/", cluster, secret)
-    serving = supervisor.RUN_DIR / "k3s-serving"
+    serving = supervisor.RUN_DIR / f"{PROGRAM}-serving"
     serving.mkdir(mode=0o700, exist_ok=True)
     for name in ("tls.key", "tls.crt"):
         pki.write_file(serving / name, base64.b64decode(secret["data"][name]), 0o600)
@@ -368,20 +384,20 @@ def serving_secret(pki, cluster, node: str, ip: str, sans: list, data_dir: Path,
     if trigger.exists() and LINE.reads_trigger:
         # pkg/cluster/https.go RegenerateCerts removes it; factory Regenerate: a new secret and key (static or not)
         trigger.unlink()
-        log("info", "Regenerating the k3s-serving certificate (dynamic-cert-regenerate)")
+        log("info", f"Regenerating the {PROGRAM}-serving certificate (dynamic-cert-regenerate)")
         secret = _updated(secret, pki.serving_secret(cluster, node, ip, issued_at=now, tls_sans=sans))
     elif secret is None and cache.exists() and cache.stat().st_size:
         secret = json.loads(cache.read_text())
-        log("info", f"Creating new TLS secret for kube-system/k3s-serving from {cache}")
+        log("info", f"Creating new TLS secret for kube-system/{PROGRAM}-serving from {cache}")
     if secret is None:
         secret = pki.serving_secret(cluster, node, ip, issued_at=now, tls_sans=sans)
-        log("info", "Creating new TLS secret for kube-system/k3s-serving")
+        log("info", f"Creating new TLS secret for kube-system/{PROGRAM}-serving")
     elif LINE.merge_refuses_expiring and not _static(secret) and _days_left(secret) <= LINE.renew_days:
         log("info", f"certificate CN=k3s will expire in {_days_left(secret):f} days: Merge refuses it, renewing")
         secret = _renewed(pki, cluster, node, ip, sans, secret, now)
     store(pki, cluster, data_dir, secret)
     ann = secret["metadata"].get("annotations", {})
-    log("info", f"Active TLS secret kube-system/k3s-serving (ver={secret['metadata'].get('resourceVersion', '')}) "
+    log("info", f"Active TLS secret kube-system/{PROGRAM}-serving (ver={secret['metadata'].get('resourceVersion', '')}) "
                 f"(count {len(ann) - 1}): map[{' '.join(f'{k}:{v}' for k, v in sorted(ann.items()))}]")
     return secret
 
@@ -425,7 +441,7 @@ def keep_renewed(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, s
             continue
         state["secret"] = _renewed(pki, cluster, node, ip, sans, secret, pki.utc())
         store(pki, cluster, data_dir, state["secret"])
-        log("info", "Renewed the k3s-serving certificate while running")
+        log("info", f"Renewed the {PROGRAM}-serving certificate while running")
 
 
 def recreate_deleted(pki, cluster, data_dir: Path, state: dict) -> None:
@@ -439,7 +455,7 @@ def recreate_deleted(pki, cluster, data_dir: Path, state: dict) -> None:
         finally:
             db.close()
         if gone:
-            log("info", "Creating new TLS secret for kube-system/k3s-serving")
+            log("info", f"Creating new TLS secret for kube-system/{PROGRAM}-serving")
             store(pki, cluster, data_dir, state["secret"])
 
 
@@ -447,7 +463,8 @@ def recreate_deleted(pki, cluster, data_dir: Path, state: dict) -> None:
 # HTTP: the few supervisor/apiserver paths the lab needs
 
 def api_routes(data_dir: Path, server_ca: Path) -> dict:
-    path = "/api/v1/namespaces/kube-system/secrets/k3s-serving"
+    name = f"{PROGRAM}-serving"
+    path = f"/api/v1/namespaces/kube-system/secrets/{name}"
 
     def secret(handler):
         db = kine(data_dir)
@@ -455,13 +472,12 @@ def api_routes(data_dir: Path, server_ca: Path) -> dict:
             stored = kine_get(db, SECRET_KEY)
             if stored is None:
                 return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-                             "message": 'secrets "k3s-serving" not found',
-                             "details": {"name": "k3s-serving", "kind": "secrets"}}
+                             "message": f'secrets "{name}" not found', "details": {"name": name, "kind": "secrets"}}
             if handler.command == "DELETE":
                 kine_put(db, SECRET_KEY, None)
-                log("info", "secret kube-system/k3s-serving deleted")
+                log("info", f"secret kube-system/{name} deleted")
                 return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
-                             "details": {"name": "k3s-serving", "kind": "secrets"}}
+                             "details": {"name": name, "kind": "secrets"}}
             return 200, {"kind": "Secret", "apiVersion": "v1", **kine_to_secret(stored)}
         finally:
             db.close()
@@ -499,30 +515,35 @@ def server(flags: dict) -> int:
     now = pki.utc()
     cluster = load_cluster(pki, tls)
     renewed = renew_server(pki, cluster, node, ip, sans, data_dir, now)
-    log("info", f"k3s server {node}: {len(renewed)} certificates renewed")
+    log("info", f"{PROGRAM} server {node}: {len(renewed)} certificates renewed")
     pki.build_k3s_agent("/", cluster, node, ip, agent_issued_at=now)       # the embedded agent
     admin = tls / "client-admin"
     kubeconfig = Path(flags.get("write-kubeconfig", f"/etc/rancher/{PROGRAM}/{PROGRAM}.yaml"))
+    supervisor_port, api_port = PORTS[PROGRAM]
+    supervisor_port = int(flags.get("https-listen-port", supervisor_port)) if PROGRAM == "k3s" else supervisor_port
+    # k3s.yaml dials the supervisor port, which proxies the API; rke2.yaml the local apiserver
+    server_url = f"https://{flags.get('bind-address', '127.0.0.1')}:{supervisor_port}" if PROGRAM == "k3s" \
+        else f"https://127.0.0.1:{api_port}"
     pki.write_file(kubeconfig, pki.kubeconfig(
-        f"https://{flags.get('bind-address', '127.0.0.1')}:{flags.get('https-listen-port', 6443)}", cluster="default", user="default",
+        server_url, cluster="default", user="default",
         context="default", ca=(tls / "server-ca.crt").read_bytes(), cert=admin.with_suffix(".crt").read_bytes(),
         key=admin.with_suffix(".key").read_bytes()), int(flags.get("write-kubeconfig-mode", "600"), 8))
     log("info", f"Wrote kubeconfig {kubeconfig}")
 
     state = {"secret": serving_secret(pki, cluster, node, ip, sans, data_dir, now)}
-    serving = supervisor.RUN_DIR / "k3s-serving"
-    port = int(flags.get("https-listen-port", 6443))
-    handler = supervisor.make_handler("k3s", api_routes(data_dir, tls / "server-ca.crt"))
+    serving = supervisor.RUN_DIR / f"{PROGRAM}-serving"
+    handler = supervisor.make_handler(PROGRAM, api_routes(data_dir, tls / "server-ca.crt"))
     # dynamiclistener serves what storage holds now (getCertificate): a renewal is served at once
-    supervisor.serve_https([(bind, port)], storage_context(tls / "dynamic-cert.json", serving), handler)
+    supervisor.serve_https([(bind, supervisor_port)], storage_context(tls / "dynamic-cert.json", serving), handler)
     threading.Thread(target=keep_renewed, args=(pki, cluster, node, ip, sans, data_dir, state), daemon=True).start()
     if LINE.recreates_deleted:
         threading.Thread(target=recreate_deleted, args=(pki, cluster, data_dir, state), daemon=True).start()
-    supervisor.serve_https([("127.0.0.1", port + 1)],
-                           supervisor.tls_context(str(tls / "serving-kube-apiserver.crt"),
-                                                  str(tls / "serving-kube-apiserver.key"), reload=True), handler)
+    # k3s: the apiserver on loopback (https-listen-port + 1); rke2: on every address, here loopback and the node's
+    listeners = [("127.0.0.1", supervisor_port + 1)] if PROGRAM == "k3s" else [("127.0.0.1", api_port), (ip, api_port)]
+    supervisor.serve_https(listeners, supervisor.tls_context(str(tls / "serving-kube-apiserver.crt"),
+                                                             str(tls / "serving-kube-apiserver.key"), reload=True), handler)
     serve_kubelet(data_dir, ip)
-    log("info", f"k3s server {node} is up")
+    log("info", f"{PROGRAM} server {node} is up")
     threading.Event().wait()
     return 0
 
@@ -621,7 +642,7 @@ def rotate(flags: dict) -> int:
         for base in SERVICES[service]:
             for suffix in (".crt", ".key"):
                 (data_dir / f"{base}{suffix}").unlink(missing_ok=True)
-    if "k3s-server" in services and is_server and LINE.reads_trigger:
+    if "k3s-server" in services and is_server and LINE.reads_trigger:   # the <program>-server service
         trigger = data_dir / "server/tls/dynamic-cert-regenerate"
         trigger.write_bytes(b"")
         trigger.chmod(0o600)
@@ -631,6 +652,9 @@ def rotate(flags: dict) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--program"]:
+        use(argv[1])
+        argv = argv[2:]
     cmd = argv[:1]
     if cmd == ["kubectl"]:
         # the real kubectl, not the node's `kubectl -> k3s` link (/opt/kubepki-lab/bin)
@@ -639,8 +663,11 @@ def main(argv=None) -> int:
         os.execve(kubectl, ["kubectl", *argv[1:]],
                   {**os.environ, "KUBECONFIG": os.environ.get("KUBECONFIG", f"/etc/rancher/{PROGRAM}/{PROGRAM}.yaml")})
     if cmd in (["--version"], ["-v"], ["version"]):
-        # pkg/cli/cmds/root.go VersionPrinter: "<argv0> version <version> (<8-hex commit>)", then the Go version
-        print(f"{PROGRAM} version {LINE.version} ({hashlib.sha1(LINE.version.encode()).hexdigest()[:8]})\ngo version go1.23.8")
+        # pkg/cli/cmds/root.go VersionPrinter: "<argv0> version <version> (<commit>)", then the Go version; k3s
+        # builds with 8 hex digits of the commit, rke2 with all 40 (scripts/build-binary) and boringcrypto
+        commit = hashlib.sha1(LINE.version.encode()).hexdigest()
+        print(f"{PROGRAM} version {LINE.version} ({commit[:8]})\ngo version go1.23.8" if PROGRAM == "k3s"
+              else f"{PROGRAM} version {LINE.version} ({commit})\ngo version go1.23.8 X:boringcrypto")
         return 0
     if cmd in (["server"], ["agent"]):
         flags = supervisor.parse_flags(argv[1:])
