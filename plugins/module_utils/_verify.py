@@ -17,7 +17,9 @@ What proves it differs by component (research/corrections.md §2-§3):
 - kube-apiserver or etcd restarted: a new container (crictl); their serving certs reload without one;
 - a kubelet's self-signed serving cert moved aside and the kubelet restarted: :10250 serves the kubelet.crt it
   wrote, new and valid (cmd/kubelet/app/server.go InitializeTLS makes one when the file is absent); put back:
-  :10250 serves the restored file; RKE's generate_serving_certificate: :10250 serves a new cert from kube-ca.
+  :10250 serves the restored file; RKE's generate_serving_certificate: :10250 serves a new cert from kube-ca;
+- a k3s or RKE2 supervisor cert reset or regenerated: the supervisor port serves a new CN=<program> cert, and the
+  leaves it re-issues at start are valid.
 """
 
 from __future__ import annotations
@@ -151,26 +153,59 @@ RKE_KUBE_CA = "rke1/kube-ca"
 KUBELET_SERVING_WANTS = ("new", "old", "issued")
 
 
+def _endpoint(facts, component):
+    return next((e for e in facts["certs"] if e["source"] == "endpoint" and e["component"] == component), {})
+
+
+def _fresh(entry, old_fingerprints, min_days_left):
+    return bool(entry.get("fingerprint_sha256")) and entry["fingerprint_sha256"] not in old_fingerprints \
+        and (entry.get("days_left") or 0) > min_days_left
+
+
+def _shown(endpoint, default):
+    """What an endpoint serves, in words (no key material)."""
+    if not endpoint.get("fingerprint_sha256"):
+        return "%s serves nothing%s" % (endpoint.get("endpoint", default),
+                                        " (%s)" % endpoint["message"] if endpoint.get("message") else "")
+    return "%s serves %s, %s, expires %s (%s days), signed by %s" % (
+        endpoint.get("endpoint"), endpoint.get("subject"), endpoint.get("state"), endpoint.get("not_after"),
+        endpoint.get("days_left"), endpoint.get("ca") or endpoint.get("issuer") or "an unknown issuer")
+
+
 def kubelet_serving(facts, want, old_fingerprints, min_days_left):
     """The check that :10250 serves what a kubelet serving cert fix wants (``KUBELET_SERVING_WANTS``): ``new``, the
     kubelet.crt it wrote, not one of ``old_fingerprints`` and valid more than ``min_days_left`` days; ``old``, the
     restored kubelet.crt; ``issued``, a new cert signed by RKE's kube-ca, valid as long."""
-    endpoint = next((e for e in facts["certs"] if e["source"] == "endpoint" and e["component"] == "kubelet"), {})
+    endpoint = _endpoint(facts, "kubelet")
     on_disk = next((e for e in facts["certs"] if e["id"] == KUBELET_FILE), {})
     file_served = bool(on_disk.get("in_use"))
-    fresh = bool(endpoint.get("fingerprint_sha256")) and endpoint["fingerprint_sha256"] not in old_fingerprints \
-        and (endpoint.get("days_left") or 0) > min_days_left
+    fresh = _fresh(endpoint, old_fingerprints, min_days_left)
     ok = {"old": file_served, "new": file_served and fresh, "issued": fresh and endpoint.get("ca") == RKE_KUBE_CA}[want]
-    if not endpoint.get("fingerprint_sha256"):
-        seen = "%s serves nothing%s" % (endpoint.get("endpoint", ":10250"), " (%s)" % endpoint["message"] if endpoint.get("message") else "")
-    else:
-        seen = "%s serves %s, %s, expires %s (%s days), signed by %s; %s" % (
-            endpoint.get("endpoint"), endpoint.get("subject"), endpoint.get("state"), endpoint.get("not_after"),
-            endpoint.get("days_left"), endpoint.get("ca") or endpoint.get("issuer") or "an unknown issuer",
-            "the kubelet.crt on disk" if file_served else "not the kubelet.crt on disk (%s)" % on_disk.get("state", "absent"))
+    seen = _shown(endpoint, ":10250")
+    if endpoint.get("fingerprint_sha256"):
+        seen += "; " + ("the kubelet.crt on disk" if file_served else "not the kubelet.crt on disk (%s)" % on_disk.get("state", "absent"))
     wanted = {"new": "the kubelet.crt it wrote, new and valid for more than %g days" % min_days_left,
               "old": "its restored kubelet.crt", "issued": "a new certificate from kube-ca valid for more than %g days" % min_days_left}[want]
     return _check("kubelet", "served", ok, seen if ok else "wants %s; %s" % (wanted, seen))
+
+
+def supervisor_served(facts, program, old_fingerprints, leaves, min_days_left):
+    """Checks that a k3s or RKE2 server serves a new supervisor cert (CN=<program>, not one of ``old_fingerprints``,
+    valid more than ``min_days_left`` days) and that each of ``leaves`` (fact ids of the leaves it re-issues at start)
+    is valid as long."""
+    component = program + "-supervisor"
+    endpoint = _endpoint(facts, component)
+    ok = endpoint.get("subject_cn") == program and _fresh(endpoint, old_fingerprints, min_days_left)
+    seen = _shown(endpoint, component)
+    checks = [_check(component, "served", ok, seen if ok else "wants a new CN=%s certificate valid for more than %g days%s; %s"
+                     % (program, min_days_left, "" if endpoint.get("fingerprint_sha256") not in old_fingerprints
+                        else " (it still serves the one from before the restart)", seen))]
+    for leaf in leaves:
+        entry = next((e for e in facts["certs"] if e["id"] == leaf), {})
+        ok = (entry.get("days_left") or 0) > min_days_left
+        checks.append(_check(component, "renewed", ok, "%s: %s, %s days left%s" % (
+            leaf, entry.get("state", "absent"), entry.get("days_left", "-"), "" if ok else ", wants more than %g" % min_days_left)))
+    return checks
 
 
 def judge(facts, before, after, renewed, restarted, must_serve):

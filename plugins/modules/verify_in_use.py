@@ -66,21 +66,36 @@ options:
   kubelet_serving:
     description:
       - Judge only what the kubelet serves on 10250 after its self-signed serving certificate was moved aside
-        (V(new) - the C(kubelet.crt) it wrote, not one of O(kubelet_old_fingerprints) and valid more than
-        O(kubelet_min_days_left) days), put back (V(old) - the restored C(kubelet.crt)), or replaced by RKE's
+        (V(new) - the C(kubelet.crt) it wrote, not one of O(old_fingerprints) and valid more than
+        O(min_days_left) days), put back (V(old) - the restored C(kubelet.crt)), or replaced by RKE's
         C(generate_serving_certificate) (V(issued) - a new certificate from kube-ca, valid as long).
       - With O(phase=after) only; O(before) is then not needed.
     type: str
     choices: [new, old, issued]
-  kubelet_old_fingerprints:
+  supervisor:
     description:
-      - SHA-256 fingerprints the kubelet served or held before; a certificate with one of them is not new.
+      - Judge only what a k3s or RKE2 server serves after its supervisor certificate was reset or regenerated and it
+        restarted - a new C(CN=<program>) certificate on the supervisor port, not one of O(old_fingerprints) and valid
+        more than O(min_days_left) days - and that each of O(leaves) is valid as long.
+      - With O(phase=after) only; O(before) is then not needed.
+    type: str
+    choices: [k3s, rke2]
+  leaves:
+    description:
+      - With O(supervisor), the fact ids (RV(kubepki.fleet.cert_facts#module:ansible_facts.kubepki.certs[].id)) of the
+        leaves the server re-issues at start.
     type: list
     elements: str
     default: []
-  kubelet_min_days_left:
+  old_fingerprints:
     description:
-      - Days a new kubelet serving certificate must be valid for.
+      - SHA-256 fingerprints served or held before; a certificate with one of them is not new.
+    type: list
+    elements: str
+    default: []
+  min_days_left:
+    description:
+      - Days a new certificate must be valid for, with O(kubelet_serving) or O(supervisor).
     type: float
     default: 0
   probe_host:
@@ -120,8 +135,8 @@ EXAMPLES = r"""
   kubepki.fleet.verify_in_use:
     phase: after
     kubelet_serving: new
-    kubelet_old_fingerprints: ["{{ plan.served.fingerprint_sha256 }}"]
-    kubelet_min_days_left: 30
+    old_fingerprints: ["{{ plan.served.fingerprint_sha256 }}"]
+    min_days_left: 30
   register: kubelet_verified
   until: kubelet_verified is succeeded
   retries: 30
@@ -219,28 +234,33 @@ def main():
             must_serve=dict(type="list", elements="str",
                             default=["kube-apiserver", "etcd", "etcd-peer", "kube-controller-manager", "kube-scheduler"]),
             kubelet_serving=dict(type="str", choices=list(_verify.KUBELET_SERVING_WANTS)),
-            kubelet_old_fingerprints=dict(type="list", elements="str", default=[], no_log=False),
-            kubelet_min_days_left=dict(type="float", default=0),
+            supervisor=dict(type="str", choices=["k3s", "rke2"]),
+            leaves=dict(type="list", elements="str", default=[]),
+            old_fingerprints=dict(type="list", elements="str", default=[], no_log=False),
+            min_days_left=dict(type="float", default=0),
             probe_host=dict(type="str", default="127.0.0.1"),
             probe_timeout=dict(type="float", default=3.0),
         ),
+        mutually_exclusive=[("kubelet_serving", "supervisor")],
         supports_check_mode=True,
     )
     assert_cryptography(module)
     params = module.params
-    if params["phase"] == "after" and params["before"] is None and not params["kubelet_serving"]:
-        module.fail_json(msg="phase=after needs before (the evidence of the phase=before run), or kubelet_serving")
-    if params["kubelet_serving"] and params["phase"] != "after":
-        module.fail_json(msg="kubelet_serving judges what is served now: use it with phase=after")
+    served_now = params["kubelet_serving"] or params["supervisor"]
+    if params["phase"] == "after" and params["before"] is None and not served_now:
+        module.fail_json(msg="phase=after needs before (the evidence of the phase=before run), or kubelet_serving or supervisor")
+    if served_now and params["phase"] != "after":
+        module.fail_json(msg="kubelet_serving and supervisor judge what is served now: use them with phase=after")
     fs = NodeFS(params["rootfs"])
     try:
         facts = gather(fs, now=datetime.datetime.now(datetime.timezone.utc), user_kubeconfigs=False,
                        probe_host=params["probe_host"], probe_timeout=params["probe_timeout"])
-        if params["kubelet_serving"]:
+        if served_now:
             found = {"now": facts["now"], "served": _verify.served(facts)}
-            checks = [_verify.kubelet_serving(facts, params["kubelet_serving"], params["kubelet_old_fingerprints"],
-                                              params["kubelet_min_days_left"])]
-            ok = checks[0]["ok"]
+            checks = [_verify.kubelet_serving(facts, params["kubelet_serving"], params["old_fingerprints"], params["min_days_left"])] \
+                if params["kubelet_serving"] else \
+                _verify.supervisor_served(facts, params["supervisor"], params["old_fingerprints"], params["leaves"], params["min_days_left"])
+            ok = all(c["ok"] for c in checks)
         else:
             found = _verify.evidence(facts, _run_command(module), fs, "kubelet" in params["restarted"])
             if params["phase"] == "before":

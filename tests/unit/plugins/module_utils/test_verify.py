@@ -133,3 +133,22 @@ def test_a_kubelet_that_serves_nothing_says_so():
                   "message": "connection refused"})
     check = _verify.kubelet_serving(down, "new", [], 30)
     assert not check["ok"] and check["detail"].endswith("10.0.1.11:10250 serves nothing (connection refused)")
+
+
+def supervisor_facts(fingerprint, days_left, subject_cn="k3s", leaf_days=300.0):
+    served = dict(endpoint("k3s-supervisor", fingerprint), endpoint="10.0.2.11:6443", subject="CN=k3s,O=k3s",
+                  subject_cn=subject_cn, not_after="2027-12-01T00:00:00Z", days_left=days_left, ca="k3s/server-ca")
+    leaf = {"id": "k3s/server/client-admin", "source": "file", "component": "k3s", "state": "ok", "days_left": leaf_days}
+    return facts(served, leaf)
+
+
+def test_a_reset_supervisor_must_serve_a_new_cert_and_its_leaves_be_renewed():
+    leaves = ["k3s/server/client-admin"]
+    assert all(c["ok"] for c in _verify.supervisor_served(supervisor_facts("NEW", 365.0), "k3s", ["OLD"], leaves, 30))
+    same = _verify.supervisor_served(supervisor_facts("OLD", 365.0), "k3s", ["OLD"], leaves, 30)
+    assert failing(same) == [("k3s-supervisor", "wants a new CN=k3s certificate valid for more than 30 days (it still serves "
+                                                "the one from before the restart); 10.0.2.11:6443 serves CN=k3s,O=k3s, ok, "
+                                                "expires 2027-12-01T00:00:00Z (365.0 days), signed by k3s/server-ca")]
+    assert failing(_verify.supervisor_served(supervisor_facts("NEW", 365.0, subject_cn="rke2"), "k3s", [], leaves, 30))
+    stale_leaf = _verify.supervisor_served(supervisor_facts("NEW", 365.0, leaf_days=10.0), "k3s", [], leaves, 30)
+    assert failing(stale_leaf) == [("k3s-supervisor", "k3s/server/client-admin: ok, 10.0 days left, wants more than 30")]
