@@ -132,6 +132,27 @@ def test_a_threshold_beyond_the_lifetime_is_refused(golf):
     assert digest(golf) == before
 
 
+def test_a_server_that_does_not_come_back_from_a_regeneration_is_rolled_back(golf):
+    """Injected fault: this k3s cannot start while the trigger is there. The rollback restores the backup, removes the
+    trigger this run wrote (the backup does not hold it) and k3s serves its previous certificate again."""
+    wrapper = golf.node_root(SERVER) / "opt/kubepki-lab/bin/k3s"
+    original = wrapper.read_text()
+    trigger = "/%s/server/tls/dynamic-cert-regenerate" % DATA
+    wrapper.write_text("#!/bin/sh\nif [ \"$1\" = server ] && [ -e %s ]; then echo 'injected fault' >&2; exit 1; fi\n%s"
+                       % (trigger, original.split("\n", 1)[1]))
+    before = served(ADDRESS, 6443)
+    try:
+        result = renew_k3s(golf, "-e", "kubepki_force=true", "-e", "reset_k3s_serving_retries=5")
+    finally:
+        wrapper.write_text(original)
+    assert result.returncode != 0
+    assert "It was rolled back: the backup /var/lib/kubepki/backups/" in result.stdout
+    wait_for(lambda: listening(ADDRESS, 6443), "k3s to serve again")
+    assert sha1(served(ADDRESS, 6443)) == sha1(before)
+    assert not (golf.node_root(SERVER) / trigger.lstrip("/")).exists()
+    assert not (golf.node_root(SERVER) / "var/lib/kubepki/renew.lock").exists()
+
+
 def test_a_user_provided_cert_is_left_alone_even_with_force(golf):
     db = k3s_tool.kine(golf.node_root(SERVER) / DATA)
     try:
