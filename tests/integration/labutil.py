@@ -140,6 +140,20 @@ def tree_digest(directories, relative_to):
 
 
 @contextlib.contextmanager
+def k3s_server_that_fails_to_start_if(node_root, shell_test):
+    """Injected fault: the node's `k3s server` exits 1 at start while ``shell_test`` holds; the wrapper is put back on
+    exit."""
+    wrapper = Path(node_root) / "opt/kubepki-lab/bin/k3s"
+    original = wrapper.read_text()
+    wrapper.write_text("#!/bin/sh\nif [ \"$1\" = server ] && %s; then echo 'injected fault' >&2; exit 1; fi\n%s"
+                       % (shell_test, original.split("\n", 1)[1]))
+    try:
+        yield
+    finally:
+        wrapper.write_text(original)
+
+
+@contextlib.contextmanager
 def scheduler_that_never_comes_back(node_root):
     """Injected fault: the node's kube-scheduler starts only with the scheduler.conf it has now, so a renewal of it
     never verifies; the wrapper is put back on exit."""

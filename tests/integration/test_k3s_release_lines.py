@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from labutil import REPO, ansible, days_left, listening, own_lab, served, ssh, tree_digest, wait_for
+from labutil import REPO, ansible, days_left, k3s_server_that_fails_to_start_if, listening, own_lab, served, ssh, tree_digest, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
 import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
@@ -135,16 +135,10 @@ def test_a_threshold_beyond_the_lifetime_is_refused(golf):
 def test_a_server_that_does_not_come_back_from_a_regeneration_is_rolled_back(golf):
     """Injected fault: this k3s cannot start while the trigger is there. The rollback restores the backup, removes the
     trigger this run wrote (the backup does not hold it) and k3s serves its previous certificate again."""
-    wrapper = golf.node_root(SERVER) / "opt/kubepki-lab/bin/k3s"
-    original = wrapper.read_text()
     trigger = "/%s/server/tls/dynamic-cert-regenerate" % DATA
-    wrapper.write_text("#!/bin/sh\nif [ \"$1\" = server ] && [ -e %s ]; then echo 'injected fault' >&2; exit 1; fi\n%s"
-                       % (trigger, original.split("\n", 1)[1]))
     before = served(ADDRESS, 6443)
-    try:
+    with k3s_server_that_fails_to_start_if(golf.node_root(SERVER), "[ -e %s ]" % trigger):
         result = renew_k3s(golf, "-e", "kubepki_force=true", "-e", "reset_k3s_serving_retries=5")
-    finally:
-        wrapper.write_text(original)
     assert result.returncode != 0
     assert "It was rolled back: the backup /var/lib/kubepki/backups/" in result.stdout
     wait_for(lambda: listening(ADDRESS, 6443), "k3s to serve again")

@@ -17,7 +17,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import REPO, ansible, cn, days_left, default_cluster, listening, own_lab, served, ssh, tree_digest, wait_for
+from labutil import (REPO, ansible, cn, days_left, default_cluster, k3s_server_that_fails_to_start_if, listening, own_lab,
+                     served, ssh, tree_digest, wait_for)
 
 sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
 import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
@@ -166,18 +167,12 @@ def test_a_secret_already_gone_is_fine(delta):
 
 
 def test_a_k3s_that_does_not_come_back_is_rolled_back(delta):
-    wrapper = delta.node_root(SERVER) / "opt/kubepki-lab/bin/k3s"
-    original = wrapper.read_text()
-    # Injected fault: this k3s server only starts with the cache it has now.
-    wrapper.write_text("#!/bin/sh\nif [ \"$1\" = server ] && [ ! -e /%s/dynamic-cert.json ]; then echo 'injected fault' >&2; exit 1; fi\n%s"
-                       % (TLS, original.split("\n", 1)[1]))
     tls = delta.node_root(SERVER) / TLS
     cache = (tls / "dynamic-cert.json").read_bytes()
     before = served(ADDRESSES[SERVER], 6443)
-    try:
+    # Injected fault: this k3s server only starts with the cache it has now.
+    with k3s_server_that_fails_to_start_if(delta.node_root(SERVER), "[ ! -e /%s/dynamic-cert.json ]" % TLS):
         result = renew_k3s(delta, "-e", "kubepki_force=true", "-e", "reset_k3s_serving_retries=5")
-    finally:
-        wrapper.write_text(original)
     assert result.returncode != 0
     assert "It was rolled back: the backup /var/lib/kubepki/backups/" in result.stdout
     wait_for(lambda: listening(ADDRESSES[SERVER], 6443), "k3s to serve again")
