@@ -39,7 +39,7 @@ REGENERATE_TRIGGER = "dynamic-cert-regenerate"
 RENEW_CHECK_HOURS = 6
 # CertificateRenewDays: 90 until the May 2025 releases, 120 from (minor, first patch) on (rancher.md 1.3).
 RENEW_DAYS_OLD, RENEW_DAYS_NEW = 90, 120
-_RENEW_120_FROM = {30: 13, 31: 9, 32: 5, 33: 1}
+_RENEW_120_FROM = ({30: 13, 31: 9, 32: 5, 33: 1}, 34)   # as _RENEWS_FROM: a minor's first patch, the first minor
 _VERSION_RE = re.compile(r"\bv1\.(\d+)\.(\d+)")
 # `<p> certificate rotate -s <service>` per leaf, by path under the data dir (k3s pkg/util/services).
 _ROTATE_SERVICES = (
@@ -309,9 +309,8 @@ def renew_window(version_output):
     match = _VERSION_RE.search(version_output or "")
     if not match:
         return RENEW_DAYS_OLD, "assumed: version unknown, %d days as before the May 2025 releases" % RENEW_DAYS_OLD
-    minor, patch = int(match.group(1)), int(match.group(2))
-    days = RENEW_DAYS_NEW if minor > 33 or patch >= _RENEW_120_FROM.get(minor, 10 ** 6) else RENEW_DAYS_OLD
-    return days, "v1.%d.%d" % (minor, patch)
+    version = (int(match.group(1)), int(match.group(2)))
+    return (RENEW_DAYS_NEW if _has(version, _RENEW_120_FROM) else RENEW_DAYS_OLD), "v1.%d.%d" % version
 
 
 # What each release line's dynamiclistener does with the supervisor cert (research/corrections.md §1): a minor's
