@@ -19,7 +19,8 @@ What proves it differs by component (research/corrections.md §2-§3):
   wrote, new and valid (cmd/kubelet/app/server.go InitializeTLS makes one when the file is absent); put back:
   :10250 serves the restored file; RKE's generate_serving_certificate: :10250 serves a new cert from kube-ca;
 - a k3s or RKE2 supervisor cert reset or regenerated: the supervisor port serves a new CN=<program> cert, and the
-  leaves it re-issues at start are valid.
+  leaves it re-issues at start are valid; on every server of the cluster (HA servers share the secret), the secret
+  and dynamic-cert.json hold the served cert and the secret's fingerprint annotation names it.
 """
 
 from __future__ import annotations
@@ -206,6 +207,29 @@ def supervisor_served(facts, program, old_fingerprints, leaves, min_days_left):
         checks.append(_check(component, "renewed", ok, "%s: %s, %s days left%s" % (
             leaf, entry.get("state", "absent"), entry.get("days_left", "-"), "" if ok else ", wants more than %g" % min_days_left)))
     return checks
+
+
+def supervisor_stored(facts, program, secret_info, cached_info):
+    """Checks that the secret a k3s or RKE2 server stores (``_k3s.Api.read_secret`` info) and its dynamic-cert.json
+    (``_k3s.read_dynamic_cert`` info) hold what its supervisor port serves, and that the secret's
+    ``listener.cattle.io/fingerprint`` annotation names that cert (dynamiclistener factory/gen.go generateCert), as
+    every server of an HA cluster must after one of them regenerated it."""
+    component = program + "-supervisor"
+    fingerprint = _endpoint(facts, component).get("fingerprint_sha256")
+    wrong = []
+    if secret_info.get("state") != "present":
+        wrong.append(secret_info.get("message") or "secret kube-system/%s-serving: %s" % (program, secret_info.get("state")))
+    else:
+        if secret_info.get("fingerprint_sha256") != fingerprint:
+            wrong.append("the secret holds another certificate (expires %s)" % secret_info.get("not_after"))
+        if secret_info.get("annotation_fingerprint") != "SHA1=" + secret_info.get("fingerprint_sha1", ""):
+            wrong.append("the secret's fingerprint annotation is %s, not its certificate's SHA1=%s"
+                         % (secret_info.get("annotation_fingerprint"), secret_info.get("fingerprint_sha1")))
+    if cached_info.get("state") != "missing" and cached_info.get("fingerprint_sha256") != fingerprint:
+        wrong.append("%s holds another certificate%s" % (cached_info.get("path"), " (%s)" % cached_info["message"]
+                                                           if cached_info.get("message") else ""))
+    return _check(component, "stored", fingerprint and not wrong,
+                  "; ".join(wrong) if fingerprint else "nothing served to compare the secret with")
 
 
 def judge(facts, before, after, renewed, restarted, must_serve):

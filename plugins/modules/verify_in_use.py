@@ -77,6 +77,10 @@ options:
       - Judge only what a k3s or RKE2 server serves after its supervisor certificate was reset or regenerated and it
         restarted - a new C(CN=<program>) certificate on the supervisor port, not one of O(old_fingerprints) and valid
         more than O(min_days_left) days - and that each of O(leaves) is valid as long.
+      - Also that the C(<program>-serving) secret (read on the loopback apiserver with the admin client certificate)
+        and C(dynamic-cert.json) hold the served certificate and that the secret's C(listener.cattle.io/fingerprint)
+        annotation names it. Run on every server of an HA cluster, this shows that one server's regenerated
+        certificate reached them all.
       - With O(phase=after) only; O(before) is then not needed.
     type: str
     choices: [k3s, rke2]
@@ -186,7 +190,7 @@ checks:
       description: The component.
       type: str
     evidence:
-      description: V(served), V(in-memory serving cert), V(client), V(restart) or V(valid).
+      description: V(served), V(in-memory serving cert), V(client), V(restart), V(valid), V(renewed) or V(stored).
       type: str
     ok:
       description: Whether the proof was found.
@@ -207,7 +211,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _verify
+from ansible_collections.kubepki.fleet.plugins.module_utils import _k3s, _verify
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import gather
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
@@ -253,19 +257,25 @@ def main():
         module.fail_json(msg="kubelet_serving and supervisor judge what is served now: use them with phase=after")
     fs = NodeFS(params["rootfs"])
     try:
-        facts = gather(fs, now=datetime.datetime.now(datetime.timezone.utc), user_kubeconfigs=False,
-                       probe_host=params["probe_host"], probe_timeout=params["probe_timeout"])
-        if served_now:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        facts = gather(fs, now=now, user_kubeconfigs=False, probe_host=params["probe_host"], probe_timeout=params["probe_timeout"])
+        if params["kubelet_serving"]:
             found = {"now": facts["now"], "served": _verify.served(facts)}
-            checks = [_verify.kubelet_serving(facts, params["kubelet_serving"], params["old_fingerprints"], params["min_days_left"])] \
-                if params["kubelet_serving"] else \
-                _verify.supervisor_served(facts, params["supervisor"], params["old_fingerprints"], params["leaves"], params["min_days_left"])
-            ok = all(c["ok"] for c in checks)
+            checks = [_verify.kubelet_serving(facts, params["kubelet_serving"], params["old_fingerprints"], params["min_days_left"])]
+        elif params["supervisor"]:
+            found = {"now": facts["now"], "served": _verify.served(facts)}
+            server = _k3s.find_server(fs, params["supervisor"])
+            _secret, secret_info = _k3s.Api(server, timeout=params["probe_timeout"]).read_secret(now, params["min_days_left"])
+            _cached, cached_info = _k3s.read_dynamic_cert(server, now, params["min_days_left"])
+            checks = _verify.supervisor_served(facts, params["supervisor"], params["old_fingerprints"], params["leaves"],
+                                               params["min_days_left"]) \
+                + [_verify.supervisor_stored(facts, params["supervisor"], secret_info, cached_info)]
         else:
             found = _verify.evidence(facts, _run_command(module), fs, "kubelet" in params["restarted"])
             if params["phase"] == "before":
                 module.exit_json(changed=False, evidence=found, verified=False, checks=[])
-            ok, checks = _verify.judge(facts, params["before"], found, params["renewed"], params["restarted"], params["must_serve"])
+            checks = _verify.judge(facts, params["before"], found, params["renewed"], params["restarted"], params["must_serve"])[1]
+        ok = all(c["ok"] for c in checks)
     except Exception as exc:  # pylint: disable=broad-except  # a bug here must read as a message, not a traceback
         module.fail_json(msg="cannot verify the renewed certificates: %s" % exc, exception=traceback.format_exc())
     result = dict(changed=False, evidence=found, verified=ok, checks=checks)

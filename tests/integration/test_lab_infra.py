@@ -220,6 +220,33 @@ def test_failed_up_cleans_up(tmp_path):
     assert not any(labmod._listeners([addr]).values())
 
 
+@needs_root
+def test_nodes_with_private_addresses_have_a_network_of_their_own(tmp_path):
+    """Each gets its own 127.0.0.1 (two binds of 127.0.0.1:6444 at once) on a bridge of the lab, which `down` removes."""
+    out = tmp_path / "output"
+    spec = {"clusters": [{"name": "tn", "distribution": "k3s", "nodes": [
+        {"name": "tn-1", "role": "server", "address": "10.213.9.11"},
+        {"name": "tn-2", "role": "server", "address": "10.213.9.12"}]}]}
+    lab = labmod.Lab(out)
+    lab.up(spec, install=False)
+    try:
+        bind = "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 6444)); s.listen(); time.sleep(30)"
+        holders = [lab.run_in_node(n, ["python3", "-c", bind], background=True) for n in ("tn-1", "tn-2")]
+        peer = "import socket; socket.create_connection(('10.213.9.12', 22), timeout=3).close(); print('reached')"
+        assert lab.run_in_node("tn-1", ["python3", "-c", peer]).stdout == "reached\n"
+        assert [h.poll() for h in holders] == [None, None]
+        hosts = _ansible(lab.inventory, "-m", "ansible.builtin.command", "-a", "ip -4 -o addr show dev eth0")
+        assert {h: r["stdout"].split()[3] for h, r in hosts.items()} == {"tn-1": "10.213.9.11/24", "tn-2": "10.213.9.12/24"}
+        assert lab.status()["up"]
+    finally:
+        lab.down()
+    assert not [link for link in os.listdir("/sys/class/net") if link.startswith("kpb")]
+    with pytest.raises(labmod.LabError, match="must share one /24"):
+        labmod.load_fleet({"clusters": [{"name": "tn", "distribution": "k3s", "nodes": [
+            {"name": "tn-1", "role": "server", "address": "10.213.9.11"},
+            {"name": "tn-2", "role": "server", "address": "10.213.8.12"}]}]})
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
 def test_non_root_is_refused_clearly(tmp_path):
     res = _cli("up", "--output", str(tmp_path / "o"), user="65534", python="/usr/bin/python3")
@@ -244,6 +271,7 @@ def test_fleet_validation():
                          ({"address": "127.0.1.5"}, "share address"),
                          ({"address": "127.0.0.1"}, "not 127.0.0.1"),
                          ({"address": "10.0.0.1"}, "must be in 127.0.0.0/8"),
+                         ({"address": "8.8.8.8"}, "or a private address other than .1"),
                          ({"name": "N_2"}, "DNS label"),
                          ({"name": "n1"}, "used twice")]:
         with pytest.raises(labmod.LabError, match=message):

@@ -3,6 +3,9 @@
 Each node is a mount + UTS namespace in which per-node directories are bind-mounted over the
 real paths (/etc/kubernetes, /var/lib/etcd, ...) and an sshd listens on the node's own
 loopback address (127.0.1.x:22). Ansible reaches the nodes over SSH, as in production.
+A node with a private address (e.g. 10.213.0.11) gets a network namespace of its own as well: its
+own 127.0.0.1 (k3s binds its apiserver to 127.0.0.1:6444 on every server) and a veth on a bridge
+of the lab, which holds the first address of the nodes' /24.
 
 CLI:
     python tests/lab/lab.py up     [--fleet tests/lab/fleet.yml] [--output tests/lab/output] [--recreate]
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import importlib
 import importlib.util
 import ipaddress
@@ -173,9 +177,10 @@ def load_fleet(spec=DEFAULT_FLEET) -> Fleet:
                 ip = ipaddress.IPv4Address(addr)
             except ValueError:
                 raise LabError(f"{where}: node {name}: address {addr!r} is not an IPv4 address") from None
-            if not ip.is_loopback or addr == "127.0.0.1":
-                raise LabError(f"{where}: node {name}: address {addr} must be in 127.0.0.0/8 "
-                               "(e.g. 127.0.1.11), not 127.0.0.1")
+            if not (ip.is_loopback or ip.is_private) or addr == "127.0.0.1" or _bridge_address(addr) == addr:
+                raise LabError(f"{where}: node {name}: address {addr} must be in 127.0.0.0/8 (e.g. 127.0.1.11, "
+                               "not 127.0.0.1), or a private address other than .1 (e.g. 10.213.0.11: a network "
+                               "namespace of its own)")
             if addr in addresses:
                 raise LabError(f"{where}: nodes {addresses[addr]} and {name} share address {addr}")
             addresses[addr] = name
@@ -185,6 +190,8 @@ def load_fleet(spec=DEFAULT_FLEET) -> Fleet:
         if not cluster.nodes:
             raise LabError(f"{where}: cluster {cname} has no nodes")
         fleet.clusters.append(cluster)
+    if len({_bridge_address(n.address) for n in fleet.nodes if own_network(n.address)}) > 1:
+        raise LabError(f"{where}: nodes with private addresses must share one /24 (the lab's bridge)")
     if dist_names := set(DISTRIBUTIONS) & {c.name for c in fleet.clusters}:
         raise LabError(f"{where}: cluster name(s) {', '.join(dist_names)} clash with distribution groups")
     return fleet
@@ -252,6 +259,26 @@ def ensure_packages(packages) -> list:
     return missing
 
 
+def own_network(address: str) -> bool:
+    """A node with a private (not loopback) address has a network namespace of its own."""
+    return not ipaddress.IPv4Address(address).is_loopback
+
+
+def _bridge_address(addr: str) -> str:
+    return str(next(ipaddress.IPv4Network(f"{addr}/24", strict=False).hosts()))
+
+
+def _link_name(kind: str, *parts) -> str:
+    """A link name (15 characters at most) unique to this lab and node."""
+    return f"kp{kind}{hashlib.sha1('/'.join(map(str, parts)).encode()).hexdigest()[:10]}"
+
+
+def _ip(*argv) -> None:
+    done = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise LabError(f"ip {' '.join(argv)}: {done.stderr.strip()}")
+
+
 def _pids():
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -292,12 +319,12 @@ def _reap():
             _CHILDREN.remove(p)
 
 
-def _tcp_sockets():
-    """IPv4 TCP sockets of this network namespace: (local, remote, state, inode)."""
+def _tcp_sockets(pid="self"):
+    """IPv4 TCP sockets of pid's network namespace: (local, remote, state, inode)."""
     def addr(s):
         ip, port = s.split(":")
         return ".".join(str(b) for b in bytes.fromhex(ip)[::-1]), int(port, 16)
-    with open("/proc/net/tcp") as f:
+    with open(f"/proc/{pid}/net/tcp") as f:
         f.readline()  # header
         for line in f:
             parts = line.split()
@@ -324,10 +351,10 @@ def _socket_owners(inodes) -> dict:
     return owners
 
 
-def _listeners(addresses, port=22) -> dict:
-    """{address: [pids]} of sockets listening on address:port (or on 0.0.0.0:port)."""
+def _listeners(addresses, port=22, pid="self") -> dict:
+    """{address: [pids]} of sockets listening on address:port (or on 0.0.0.0:port) in pid's network namespace."""
     found = {}
-    for local, _remote, state, inode in _tcp_sockets():
+    for local, _remote, state, inode in _tcp_sockets(pid):
         if state == "0A" and local[1] == port:
             for a in addresses:
                 if local[0] in (a, "0.0.0.0"):
@@ -477,7 +504,7 @@ class Lab:
             self.down()  # recreate, or stale leftovers of a lab whose processes are gone
         elif self.output.exists():
             self._remove_output()
-        busy = {a: p for a, p in _listeners([n.address for n in fleet.nodes]).items() if p}
+        busy = {a: p for a, p in _listeners([n.address for n in fleet.nodes if not own_network(n.address)]).items() if p}
         if busy:
             holders = {}
             for a, pids in busy.items():
@@ -490,9 +517,9 @@ class Lab:
                 ". Stop that, or give the nodes other addresses")
         if install:
             ensure_packages(list(BASE_PACKAGES) + fleet.packages)
-        for tool in ("unshare", "nsenter", "mount", "hostname", "ssh-keygen"):
+        for tool in ("unshare", "nsenter", "mount", "hostname", "ssh-keygen") + (("ip",) if self._bridged(fleet) else ()):
             if not shutil.which(tool):
-                raise LabError(f"{tool} is missing; install util-linux / hostname / openssh-client")
+                raise LabError(f"{tool} is missing; install util-linux / hostname / openssh-client / iproute2")
 
         t0 = time.monotonic()
         try:
@@ -564,7 +591,11 @@ class Lab:
                     raise LabError(f"populate hook {_hook_name(hook)} failed on {node.name}: "
                                    f"{type(e).__name__}: {e}") from e
 
+        self._make_bridge(fleet)
         launched = {node.name: self._launch(node) for node in fleet.nodes}
+        for node in fleet.nodes:
+            if own_network(node.address):
+                self._plug(node, launched[node.name])
         self._wait_started(fleet, launched, state)
         self._save_state(state)
         for hook in start:
@@ -577,6 +608,40 @@ class Lab:
         state["up_seconds"] = round(time.monotonic() - t0, 3)
         self._save_state(state)
         return state
+
+    def _bridged(self, fleet) -> list:
+        return [n for n in fleet.nodes if own_network(n.address)]
+
+    def _make_bridge(self, fleet) -> None:
+        """The lab's bridge, holding the first address of the own-network nodes' /24."""
+        nodes = self._bridged(fleet)
+        if not nodes:
+            return
+        bridge, address = _link_name("b", self.output), _bridge_address(nodes[0].address)
+        taken = subprocess.run(["ip", "-4", "-o", "addr", "show", "to", f"{address}/32"], capture_output=True,
+                               text=True, check=False).stdout.split()
+        if taken:
+            raise LabError(f"{address} (the bridge of nodes {', '.join(n.name for n in nodes)}) is already on {taken[1]}: "
+                           "another lab is up with that /24; bring it down or give these nodes another /24")
+        _ip("link", "add", bridge, "type", "bridge")
+        _ip("addr", "add", f"{address}/24", "dev", bridge)
+        _ip("link", "set", bridge, "up")
+
+    def _plug(self, node, proc) -> None:
+        """A veth from the lab's bridge to eth0 in the node's network namespace (the node's shell waits for it)."""
+        deadline, host_net = time.monotonic() + START_TIMEOUT, _ns("self", "net")
+        while _ns(proc.pid, "net") in (None, host_net):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"node {node.name}: no network namespace of its own:\n{self._logs(node.name)}")
+            time.sleep(0.01)
+        veth = _link_name("v", self.output, node.name)
+        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", str(proc.pid))
+        _ip("link", "set", veth, "master", _link_name("b", self.output), "up")
+        inside = ["nsenter", f"--target={proc.pid}", "--net", "ip"]
+        for argv in (["addr", "add", f"{node.address}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]):
+            done = subprocess.run(inside + argv, capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise LabError(f"node {node.name}: ip {' '.join(argv)}: {done.stderr.strip()}")
 
     def _host_pubkey(self, node) -> str:
         return (self.node_dir(node) / "sshd" / "ssh_host_ed25519_key.pub").read_text()
@@ -613,12 +678,17 @@ LogLevel INFO
         q = shlex.quote
         # `echo $$` before exec: the shell's PID becomes sshd's PID (unshare without --fork execs
         # in place, Popen's own session replaces setsid, so no extra fork anywhere).
-        script = "set -e\n" + f"hostname {q(node.name)}\n" + \
+        # a node with its own network waits for the veth _plug gives it
+        network = ("ip link set lo up\n"
+                   f"until ip -4 -o addr show dev eth0 2>/dev/null | grep -q ' {node.address}/'; do sleep 0.02; done\n"
+                   ) if own_network(node.address) else ""
+        script = "set -e\n" + f"hostname {q(node.name)}\n" + network + \
             "".join(f"mount --bind {q(src)} {q(dst)}\n" for src, dst in mounts) + \
             f"echo $$ > {q(str(sshd_dir / 'started.pid'))}\n" + \
             f"exec {SSHD} -D -f {q(str(config))} -E {q(str(root) + LOG_DIR + '/sshd.log')}\n"
         with open(sshd_dir / "start.log", "wb") as log:
-            proc = subprocess.Popen(["unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", script],
+            proc = subprocess.Popen(["unshare", "--mount", "--uts", *(["--net"] if own_network(node.address) else []),
+                                     "--propagation", "private", "sh", "-c", script],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd="/", env=_node_env(node.name))
         _CHILDREN.append(proc)
@@ -629,9 +699,11 @@ LogLevel INFO
         host_ns = _ns("self")
         pending = {n.name: n for n in fleet.nodes}
         while pending:
-            listening = _listeners([n.address for n in pending.values()])
+            listening = _listeners([n.address for n in pending.values() if not own_network(n.address)])
             for name, node in list(pending.items()):
                 proc, rec = launched[name], state["nodes"][name]
+                if own_network(node.address):
+                    listening.update(_listeners([node.address], pid=proc.pid))
                 if proc.poll() is not None:
                     raise LabError(f"node {name}: sshd exited with {proc.returncode}:\n{self._logs(name)}")
                 pid_file = self.node_dir(name) / "sshd" / "started.pid"
@@ -713,6 +785,9 @@ LogLevel INFO
             for pid in clients:
                 _signal(pid, signal.SIGTERM)
             time.sleep(0.05)
+        bridge = _link_name("b", self.output)
+        if Path(f"/sys/class/net/{bridge}").exists():   # its veths went with the nodes' namespaces
+            _ip("link", "del", bridge)
         if self.output.exists():
             self._remove_output()
         return summary
@@ -768,7 +843,7 @@ LogLevel INFO
         """
         name = _name(node)
         target = self.node_pid(name)
-        cmd = ["nsenter", f"--target={target}", "--mount", "--uts", "--", *map(str, argv)]
+        cmd = ["nsenter", f"--target={target}", "--mount", "--uts", "--net", "--", *map(str, argv)]
         full_env = _node_env(name) | (env or {})
         if not background:
             return subprocess.run(cmd, env=full_env, cwd="/", input=input, capture_output=True, text=True,
@@ -791,9 +866,11 @@ LogLevel INFO
         running = find_node_namespaces(self.output)
         if not state:
             return {"up": False, "output": str(self.output), "stray": sorted(running), "nodes": {}}
-        listening = _listeners([n["address"] for n in state["nodes"].values()])
+        listening = _listeners([n["address"] for n in state["nodes"].values() if not own_network(n["address"])])
         nodes = {}
         for name, rec in state["nodes"].items():
+            if own_network(rec["address"]) and rec["sshd_pid"] and _alive(rec["sshd_pid"]):
+                listening.update(_listeners([rec["address"]], pid=rec["sshd_pid"]))
             pids = running.get(name, {}).get("pids", [])
             nodes[name] = {**{k: rec[k] for k in ("cluster", "distribution", "role", "address")},
                            "sshd_pid": rec["sshd_pid"],

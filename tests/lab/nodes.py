@@ -9,8 +9,9 @@ start(lab, node): starts the node's supervisor (tests/lab/supervisor.py); joins 
     last node, waits until every node listens on its ports, then uploads each kubeadm cluster's
     kube-system/kubeadm-config as `kubeadm init` does.
 
-All nodes share one network namespace, so every listener binds the node's own address (kubeadm's
-loopback-only listeners are moved there through pki.KubeadmNet) and keeps the usual port numbers.
+Nodes on 127.0.x.y share one network namespace, so every listener binds the node's own address (kubeadm's
+loopback-only listeners are moved there through pki.KubeadmNet) and keeps the usual port numbers. Nodes on a
+private address have a network namespace of their own (lab.py), with their own 127.0.0.1.
 A real binary can replace a stand-in: KUBEPKI_LAB_REAL_BIN=DIR puts DIR first in the PATH of
 the supervisor's processes (e.g. kube-apiserver built from source).
 
@@ -39,12 +40,15 @@ Scenarios (cluster key `scenario:`), times relative to `up`:
              serving_165d     as serving_expired with the first start 200 days ago: the served cert has 165 days
                               left, outside k3s's own window, so every release keeps it
     Key `k3s_version:` (default v1.33.6+k3s1) is what `k3s --version` prints and the release line tools/k3s.py
-    behaves as.
+    behaves as. A k3s/RKE2 cluster with several servers is an HA cluster on a shared datastore (each server's
+    --datastore-endpoint, one SQLite file under the lab's output dir): one secret, which names every server, served
+    by all of them; its servers need private addresses (k3s binds 127.0.0.1:6444 on each).
 """
 from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
 import json
 import os
 import shutil
@@ -354,8 +358,13 @@ def _k3s_cluster(node) -> dict:
     token = f"K10{hashlib.sha256(pki.cert_pem(cluster.server_ca.cert)).hexdigest()}::server:{os.urandom(16).hex()}"
     # the release line the cluster stands for: tools/k3s.py Line (default: a November 2025 release)
     version = {"k3s": "v1.33.6+k3s1", "rke2": "v1.33.6+rke2r1"}[program]
+    servers = [n for n in node.cluster.nodes if n.role == "server"]
+    # HA: the secret as it stands once every server has added its names (factory/gen.go AddCN)
+    others = [x for n in servers[1:] for x in (n.name, n.address)]
+    shared = pki.serving_secret(cluster, server.name, server.address, issued_at=ca_at, tls_sans=others) \
+        if len(servers) > 1 else None
     return {"now": now, "cluster": cluster, "ca_at": ca_at, "leaf_at": leaf_at, "server": server, "token": token,
-            f"{program}_version": str(node.cluster.vars.get(f"kubepki_{program}_version", version))}
+            "shared_secret": shared, f"{program}_version": str(node.cluster.vars.get(f"kubepki_{program}_version", version))}
 
 
 def _k3s_node(node, root: Path, m: dict):
@@ -368,16 +377,27 @@ def _k3s_node(node, root: Path, m: dict):
         # the served cert dates from the first start: legacy dynamiclistener gives it the CA's NotBefore
         tree = pki.build_k3s_server(root, cluster, name, ip, now=m["now"], leaf_issued_at=m["leaf_at"],
                                     serving_issued_at=m["ca_at"])
-        db = k3s_tool.kine(data)
+        secret, argv, datastore = tree.secret, [program, "server"], None
+        if m["shared_secret"]:
+            if ipaddress.ip_address(ip).is_loopback:
+                raise ValueError(f"{name}: the servers of an HA cluster need private addresses (k3s binds 127.0.0.1:6444 "
+                                 "on each server): give them e.g. 10.213.0.11")
+            datastore = root.parents[2] / "datastore" / node.cluster.name / "state.db"
+            argv += [f"--datastore-endpoint=sqlite://{datastore}", f"--token={m['token']}"]
+            secret = m["shared_secret"]
+            pki.write_dynamic_cert(root, cluster, secret)
+        db = k3s_tool.kine(data, datastore)
         try:
-            k3s_tool.kine_put(db, f"/registry/secrets/kube-system/{program}-serving", k3s_tool.secret_to_kine(tree.secret))
+            if k3s_tool.kine_get(db, f"/registry/secrets/kube-system/{program}-serving") is None:
+                k3s_tool.kine_put(db, f"/registry/secrets/kube-system/{program}-serving", k3s_tool.secret_to_kine(secret))
         finally:
             db.close()
         pki.write_file(data / "server/token", m["token"] + "\n", 0o600)
-        argv = [program, "server", f"--node-ip={ip}", f"--bind-address={ip}", f"--advertise-address={ip}",
-                f"--node-name={name}"]
-        listen = [f"{ip}:{supervisor_port}", f"{ip}:10250"] + \
-            (["127.0.0.1:6444"] if program == "k3s" else [f"127.0.0.1:{api_port}", f"{ip}:{api_port}"])
+        argv += [f"--node-ip={ip}", f"--bind-address={ip}", f"--advertise-address={ip}", f"--node-name={name}"]
+        # the host can reach a node's own loopback only when it shares the host's network
+        loopback = ["127.0.0.1:6444"] if program == "k3s" else [f"127.0.0.1:{api_port}"]
+        listen = [f"{ip}:{supervisor_port}", f"{ip}:10250"] + ([f"{ip}:{api_port}"] if program == "rke2" else []) + \
+            (loopback if ipaddress.ip_address(ip).is_loopback else [])
         return {unit: {"argv": argv}}, [], listen, []
     pki.build_k3s_agent(root, cluster, name, ip, now=m["now"], agent_issued_at=m["leaf_at"])
     signer = root / "run/kubepki-lab/k3s-ca"        # lab plumbing: the agent signs its own certs

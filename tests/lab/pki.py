@@ -1254,6 +1254,11 @@ def _kube_dns(domain: str) -> list[str]:
     return ["kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{domain}"]
 
 
+def serving_cns(cluster: K3sCluster, node_name: str, node_ip: str, tls_sans: Sequence[str] = ()) -> list[str]:
+    """The names a server adds to the supervisor cert (its ``listener.cattle.io/cn-*`` annotations)."""
+    return _dedupe(_k3s_sans(cluster, node_name, node_ip, tls_sans) + _kube_dns(cluster.cluster_domain))
+
+
 def annotation_key(cn: str) -> str:
     """dynamiclistener getAnnotationKey: ``listener.cattle.io/cn-<cn>``, hashed when it has ':'/'*' or is long."""
     key = "listener.cattle.io/cn-" + cn
@@ -1273,7 +1278,7 @@ def serving_secret(cluster: K3sCluster, node_name: str, node_ip: str, *, issued_
     """
     issued = utc(issued_at)
     p = cluster.program
-    cns = _dedupe(_k3s_sans(cluster, node_name, node_ip, tls_sans) + _kube_dns(cluster.cluster_domain))
+    cns = serving_cns(cluster, node_name, node_ip, tls_sans)
     dns, ips = _split_sans(sorted(cns))          # collectCNs sorts the annotation values
     leaf = new_leaf(p, cluster.server_ca, cluster.profile, issued, "ecdsa", orgs=[p], eku=["server"], dns=dns,
                     ips=ips, key=key)

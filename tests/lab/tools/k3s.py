@@ -53,6 +53,8 @@ SECRET_KEY = "/registry/secrets/kube-system/k3s-serving"
 # supervisor port, apiserver listeners (k3s: 6443 and loopback 6444; rke2: 9345 and 6443, research/rancher.md 0)
 PORTS = {"k3s": (6443, 6444), "rke2": (9345, 6443)}
 CHECK_FILE = supervisor.RUN_DIR / "k3s-check-seconds"
+# lab fault: this server's secret watch is stuck (an informer that lost its apiserver): no change reaches it
+WATCH_FAULT = supervisor.RUN_DIR / "k3s-watch-fault"
 STATIC = "listener.cattle.io/static"
 SIGNER_DIR = supervisor.RUN_DIR / "k3s-ca"
 LAB_BIN = "/opt/kubepki-lab/bin"
@@ -142,8 +144,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS kine_name_prev_revision_uindex ON kine (name, 
 """
 
 
-def kine(data_dir: Path) -> sqlite3.Connection:
-    path = data_dir / "server/db/state.db"
+# --datastore-endpoint sqlite://<path>: a datastore the servers of an HA cluster share. Real k3s shares MySQL, Postgres
+# or etcd through kine, which stores the same rows (k3s-io/kine pkg/drivers/generic); the lab's nodes share one file.
+DATASTORE: Path | None = None
+
+
+def kine(data_dir: Path, datastore: Path | None = None) -> sqlite3.Connection:
+    path = datastore or DATASTORE or data_dir / "server/db/state.db"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -336,11 +343,22 @@ def _days_left(secret: dict) -> float:
     return (supervisor.not_after(cert) - datetime.datetime.now(datetime.timezone.utc)).total_seconds() / 86400
 
 
+def _cns(secret: dict) -> list:
+    """factory/gen.go cns: the names the cert was made for, one annotation each (every server's, in HA)."""
+    return sorted(v for k, v in (secret["metadata"].get("annotations") or {}).items()
+                  if k.startswith("listener.cattle.io/cn-"))
+
+
 def _renewed(pki, cluster, node: str, ip: str, sans: list, secret: dict, now) -> dict:
-    """factory/gen.go Renew (and Merge falling through to generateCert): a new cert on the stored key, same secret."""
+    """factory/gen.go Renew and AddCN: a new cert on the stored key for the stored names and this server's, same secret."""
     from cryptography.hazmat.primitives.serialization import load_pem_private_key  # pylint: disable=import-outside-toplevel
     key = load_pem_private_key(base64.b64decode(secret["data"]["tls.key"]), None)
-    return _updated(secret, pki.serving_secret(cluster, node, ip, issued_at=now, tls_sans=sans, key=key))
+    return _updated(secret, pki.serving_secret(cluster, node, ip, issued_at=now, tls_sans=sans + _cns(secret), key=key))
+
+
+def _lacks_own_names(pki, cluster, node: str, ip: str, sans: list, secret: dict) -> bool:
+    # factory/gen.go NeedsUpdate: a server adds its own names (AddCN) to a secret another server made
+    return not _static(secret) and bool(set(pki.serving_cns(cluster, node, ip, sans)) - set(_cns(secret)))
 
 
 def _updated(stored: dict | None, fresh: dict) -> dict:
@@ -385,7 +403,9 @@ def serving_secret(pki, cluster, node: str, ip: str, sans: list, data_dir: Path,
         # pkg/cluster/https.go RegenerateCerts removes it; factory Regenerate: a new secret and key (static or not)
         trigger.unlink()
         log("info", f"Regenerating the {PROGRAM}-serving certificate (dynamic-cert-regenerate)")
-        secret = _updated(secret, pki.serving_secret(cluster, node, ip, issued_at=now, tls_sans=sans))
+        # factory Regenerate: a new key, for the names the stored secret has (every server's)
+        secret = _updated(secret, pki.serving_secret(cluster, node, ip, issued_at=now,
+                                                     tls_sans=sans + (_cns(secret) if secret else [])))
     elif secret is None and cache.exists() and cache.stat().st_size:
         secret = json.loads(cache.read_text())
         log("info", f"Creating new TLS secret for kube-system/{PROGRAM}-serving from {cache}")
@@ -394,6 +414,9 @@ def serving_secret(pki, cluster, node: str, ip: str, sans: list, data_dir: Path,
         log("info", f"Creating new TLS secret for kube-system/{PROGRAM}-serving")
     elif LINE.merge_refuses_expiring and not _static(secret) and _days_left(secret) <= LINE.renew_days:
         log("info", f"certificate CN=k3s will expire in {_days_left(secret):f} days: Merge refuses it, renewing")
+        secret = _renewed(pki, cluster, node, ip, sans, secret, now)
+    elif _lacks_own_names(pki, cluster, node, ip, sans, secret):
+        log("info", f"Adding this server's names to kube-system/{PROGRAM}-serving")
         secret = _renewed(pki, cluster, node, ip, sans, secret, now)
     store(pki, cluster, data_dir, secret)
     ann = secret["metadata"].get("annotations", {})
@@ -444,19 +467,35 @@ def keep_renewed(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, s
         log("info", f"Renewed the {PROGRAM}-serving certificate while running")
 
 
-def recreate_deleted(pki, cluster, data_dir: Path, state: dict) -> None:
-    """storage/kubernetes/controller.go (dynamiclistener#202): a Deleted watch event is queued like any other, and
-    saveInK8s creates the secret again from the one in memory."""
+def watch_secret(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, state: dict) -> None:
+    """storage/kubernetes/controller.go: every change of the secret (another server's renewal or regeneration, in
+    HA) goes through Update, where Merge takes the stored cert when it covers this server's names (factory/gen.go
+    Merge: "the second secret is returned" when only the fingerprints differ), else adds them (AddCN). From
+    dynamiclistener#202 a Deleted event is queued like any other, and saveInK8s creates the secret again from the
+    one in memory; before, a deletion is ignored."""
     while True:
         time.sleep(0.5)
+        if WATCH_FAULT.exists():
+            continue
         db = kine(data_dir)
         try:
-            gone = kine_get(db, SECRET_KEY) is None
+            stored = kine_get(db, SECRET_KEY)
         finally:
             db.close()
-        if gone:
-            log("info", f"Creating new TLS secret for kube-system/{PROGRAM}-serving")
-            store(pki, cluster, data_dir, state["secret"])
+        if stored is None:
+            if LINE.recreates_deleted:
+                log("info", f"Creating new TLS secret for kube-system/{PROGRAM}-serving")
+                store(pki, cluster, data_dir, state["secret"])
+            continue
+        secret = kine_to_secret(stored)
+        fingerprint = "listener.cattle.io/fingerprint"
+        if secret["metadata"]["annotations"].get(fingerprint) == state["secret"]["metadata"]["annotations"].get(fingerprint):
+            continue
+        if _lacks_own_names(pki, cluster, node, ip, sans, secret):
+            secret = _renewed(pki, cluster, node, ip, sans, secret, pki.utc())
+        state["secret"] = secret
+        store(pki, cluster, data_dir, secret)
+        log("info", f"Updated TLS secret kube-system/{PROGRAM}-serving from the datastore")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,6 +545,11 @@ def _node(flags: dict) -> tuple:
 
 
 def server(flags: dict) -> int:
+    global DATASTORE  # pylint: disable=global-statement
+    endpoint = flags.get("datastore-endpoint")
+    if endpoint and not endpoint.startswith("sqlite://"):
+        raise SystemExit(f"{PROGRAM}: the lab's datastore is sqlite://<path>, not {endpoint}")
+    DATASTORE = Path(endpoint[len("sqlite://"):]) if endpoint else None
     pki = supervisor.load_pki()
     data_dir = Path(flags.get("data-dir", DATA_DIR))
     tls = data_dir / "server/tls"
@@ -535,9 +579,8 @@ def server(flags: dict) -> int:
     handler = supervisor.make_handler(PROGRAM, api_routes(data_dir, tls / "server-ca.crt"))
     # dynamiclistener serves what storage holds now (getCertificate): a renewal is served at once
     supervisor.serve_https([(bind, supervisor_port)], storage_context(tls / "dynamic-cert.json", serving), handler)
-    threading.Thread(target=keep_renewed, args=(pki, cluster, node, ip, sans, data_dir, state), daemon=True).start()
-    if LINE.recreates_deleted:
-        threading.Thread(target=recreate_deleted, args=(pki, cluster, data_dir, state), daemon=True).start()
+    for loop in (keep_renewed, watch_secret):
+        threading.Thread(target=loop, args=(pki, cluster, node, ip, sans, data_dir, state), daemon=True).start()
     # k3s: the apiserver on loopback (https-listen-port + 1); rke2: on every address, here loopback and the node's
     listeners = [("127.0.0.1", supervisor_port + 1)] if PROGRAM == "k3s" else [("127.0.0.1", api_port), (ip, api_port)]
     supervisor.serve_https(listeners, supervisor.tls_context(str(tls / "serving-kube-apiserver.crt"),

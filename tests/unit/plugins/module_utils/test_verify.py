@@ -152,3 +152,21 @@ def test_a_reset_supervisor_must_serve_a_new_cert_and_its_leaves_be_renewed():
     assert failing(_verify.supervisor_served(supervisor_facts("NEW", 365.0, subject_cn="rke2"), "k3s", [], leaves, 30))
     stale_leaf = _verify.supervisor_served(supervisor_facts("NEW", 365.0, leaf_days=10.0), "k3s", [], leaves, 30)
     assert failing(stale_leaf) == [("k3s-supervisor", "k3s/server/client-admin: ok, 10.0 days left, wants more than 30")]
+
+
+def test_every_server_must_store_what_it_serves_and_the_annotation_must_name_it():
+    """HA k3s: the secret is shared; a server that kept an old cert in memory serves what the secret no longer holds."""
+    secret = {"state": "present", "fingerprint_sha256": "NEW", "fingerprint_sha1": "AB12", "annotation_fingerprint": "SHA1=AB12",
+              "not_after": "2027-12-01T00:00:00Z"}
+    cached = {"state": "ok", "fingerprint_sha256": "NEW", "path": "/var/lib/rancher/k3s/server/tls/dynamic-cert.json"}
+    assert _verify.supervisor_stored(supervisor_facts("NEW", 365.0), "k3s", secret, cached)["ok"]
+    assert _verify.supervisor_stored(supervisor_facts("NEW", 365.0), "k3s", secret, {"state": "missing"})["ok"]
+    stale = _verify.supervisor_stored(supervisor_facts("OLD", 365.0), "k3s", secret, cached)
+    assert failing([stale]) == [("k3s-supervisor", "the secret holds another certificate (expires 2027-12-01T00:00:00Z); "
+                                                   "/var/lib/rancher/k3s/server/tls/dynamic-cert.json holds another certificate")]
+    mislabelled = dict(secret, annotation_fingerprint="SHA1=FFFF")
+    assert failing([_verify.supervisor_stored(supervisor_facts("NEW", 365.0), "k3s", mislabelled, cached)]) == [
+        ("k3s-supervisor", "the secret's fingerprint annotation is SHA1=FFFF, not its certificate's SHA1=AB12")]
+    gone = {"state": "absent", "message": "secret kube-system/k3s-serving does not exist"}
+    assert failing([_verify.supervisor_stored(supervisor_facts("NEW", 365.0), "k3s", gone, cached)]) == [
+        ("k3s-supervisor", "secret kube-system/k3s-serving does not exist")]

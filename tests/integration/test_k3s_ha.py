@@ -1,0 +1,163 @@
+"""renew_k3s.yml on an HA k3s cluster: two servers (v1.33.6+k3s1) on one shared datastore, so one k3s-serving secret.
+
+Each server has a network namespace of its own (lab.py), as each real server binds its apiserver to 127.0.0.1:6444.
+A regeneration on the first server reaches the second through the secret (dynamiclistener's watch); the second is
+then left alone, and every server must serve the cluster's new certificate, the one the secret holds and names in
+its fingerprint annotation. Its own lab (india, scenario serving_165d: 165 days left, outside k3s's window); the
+tests run in file order on one lab.
+"""
+import base64
+import json
+import re
+import sys
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from labutil import REPO, ansible, days_left, own_lab, served, ssh, tree_digest, wait_for
+
+sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
+import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
+import pki  # noqa: E402  # tests/lab is on sys.path through labutil  pylint: disable=wrong-import-position,wrong-import-order
+
+SERVERS = {"india-1": "10.213.0.11", "india-2": "10.213.0.12"}
+CHECK_SECONDS = "run/kubepki-lab/k3s-check-seconds"
+
+
+@pytest.fixture(scope="module")
+def india(tmp_path_factory):
+    cluster = {"name": "india", "distribution": "k3s", "k3s_version": "v1.33.6+k3s1", "scenario": "serving_165d",
+               "nodes": [{"name": name, "role": "server", "address": address} for name, address in SERVERS.items()]}
+    # no addresses to probe: this machine's default route answers any address off it; `up` checks the lab's /24 itself
+    yield from own_lab(tmp_path_factory, [cluster], [])
+
+
+def renew_k3s(lab, *args):
+    result = ansible(["ansible-playbook", "playbooks/renew_k3s.yml", "-i", str(lab.output / "inventory.ini"), *args])
+    print(result.stdout[-6000:])
+    return result
+
+
+def digest(lab):
+    trees = [lab.node_root(name) / tree for name in SERVERS for tree in ("var/lib/rancher", "etc/rancher")]
+    return tree_digest(trees + [lab.output / "datastore"], lab.output)
+
+
+def sha1(cert):
+    return cert.fingerprint(hashes.SHA1()).hex().upper()
+
+
+def secret(lab, node):
+    """The k3s-serving secret as a server's kubectl reads it: ``(uid, fingerprint annotation, leaf)``."""
+    found = json.loads(ssh(lab, node, "kubectl -n kube-system get secret k3s-serving -o json").stdout)
+    return (found["metadata"]["uid"], found["metadata"]["annotations"]["listener.cattle.io/fingerprint"],
+            x509.load_pem_x509_certificate(base64.b64decode(found["data"]["tls.crt"])))
+
+
+def pids(lab):
+    return {name: ssh(lab, name, "systemctl show -p MainPID k3s").stdout.strip() for name in SERVERS}
+
+
+def served_all():
+    """What each server's supervisor port serves; None while it does not listen (restarting)."""
+    certs = {}
+    for name, address in SERVERS.items():
+        try:
+            certs[name] = served(address, 6443)
+        except OSError:
+            return None
+    return certs
+
+
+def test_each_server_has_its_own_loopback_apiserver_and_all_serve_one_secret(india):
+    for name in SERVERS:
+        assert ssh(india, name, "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 6444)).close()'")
+    certs = served_all()
+    assert len({sha1(c) for c in certs.values()}) == 1 and 164 < days_left(certs["india-1"]) < 166
+    # one datastore: each server's apiserver returns the same object, which names every server
+    uid, annotation, leaf = secret(india, "india-1")
+    assert secret(india, "india-2")[:2] == (uid, annotation) and annotation == "SHA1=" + sha1(certs["india-2"])
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"india-1", "india-2"} <= set(sans.get_values_for_type(x509.DNSName))
+
+
+def test_check_plans_one_regeneration_and_changes_nothing(india):
+    before = digest(india)
+    result = renew_k3s(india, "--check", "-e", "kubepki_threshold_days=200")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(re.findall(r"\[regenerate: 16\d\.\d+ days left, under threshold_days=200", result.stdout)) == 2
+    assert digest(india) == before
+
+
+def test_one_regeneration_reaches_every_server_and_the_second_is_left_alone(india):
+    uid, _annotation, _leaf = secret(india, "india-1")
+    old, pid_before = served_all()["india-1"], pids(india)
+    result = renew_k3s(india, "-e", "kubepki_threshold_days=200")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # india-2's turn comes after india-1's: by then it serves the regenerated cert from the shared secret
+    assert re.search(r"To do on india-2 .*\n.*\n.*\n\s+nothing to do: served for 36\d\.\d+ more days, the same certificate",
+                     result.stdout)
+    verified = result.stdout.split("Wait until this server serves its cluster's new supervisor certificate")[1]
+    assert "ok: [india-1]" in verified and "ok: [india-2]" in verified
+    certs = served_all()
+    new = certs["india-1"]
+    assert sha1(new) != sha1(old) and days_left(new) > 360 and sha1(certs["india-2"]) == sha1(new)
+    for name in SERVERS:
+        assert secret(india, name) == (uid, "SHA1=" + sha1(new), secret(india, name)[2])
+        assert sha1(secret(india, name)[2]) == sha1(new)
+    after = pids(india)
+    assert after["india-1"] != pid_before["india-1"] and after["india-2"] == pid_before["india-2"]
+
+    before = digest(india)
+    again = renew_k3s(india, "-e", "kubepki_threshold_days=200")
+    assert again.returncode == 0 and again.stdout.count("restart: nothing") == 2
+    assert digest(india) == before and pids(india) == after
+
+
+def test_a_server_that_misses_the_cluster_s_new_cert_fails_the_run(india):
+    """Injected fault: india-1's watch of the secret is stuck. With force, india-1 and then india-2 regenerate; india-1
+    never gets india-2's certificate, and the check of the cluster says so, with what to do."""
+    fault = india.node_root("india-1") / "run/kubepki-lab/k3s-watch-fault"
+    fault.write_text("")
+    try:
+        result = renew_k3s(india, "-e", "kubepki_force=true", "-e", "reset_k3s_serving_retries=5")
+    finally:
+        fault.unlink()
+    assert result.returncode != 0
+    assert re.search(r"india-1 does not serve the supervisor certificate of its cluster after 10 s - .*the secret holds "
+                     r"another certificate.*Restart it \('systemctl restart k3s'\) so that it loads the secret", result.stdout,
+                     re.S)
+    assert "fatal: [india-2]" not in result.stdout
+    ssh(india, "india-1", "systemctl restart k3s")
+    certs = wait_for(lambda: (now := served_all()) and len({sha1(c) for c in now.values()}) == 1 and now,
+                     "india-1 to load the secret")
+    assert secret(india, "india-1")[1] == "SHA1=" + sha1(certs["india-1"])
+
+
+def test_running_servers_renew_a_secret_inside_their_window_without_a_restart(india):
+    """dynamiclistener's 6-hourly check (here every second) renews a cert inside k3s's 120-day window on its key while
+    k3s runs; the servers share the result, and renew_k3s.yml restarts nothing."""
+    for name in SERVERS:
+        (india.node_root(name) / CHECK_SECONDS).write_text("1")
+        ssh(india, name, "systemctl restart k3s")
+    old = {sha1(c) for c in wait_for(served_all, "both servers to serve again").values()}
+    pid_before = pids(india)
+    # a secret with 100 days left, written to the shared datastore as another server would
+    root = india.node_root("india-1")
+    cluster = k3s_tool.load_cluster(pki, root / "var/lib/rancher/k3s/server/tls")
+    inside = pki.serving_secret(cluster, "india-1", SERVERS["india-1"], issued_at=pki.utc() - 265 * pki.DAY,
+                                tls_sans=["india-2", SERVERS["india-2"]])
+    db = k3s_tool.kine(root, india.output / "datastore/india/state.db")
+    try:
+        k3s_tool.kine_put(db, k3s_tool.SECRET_KEY, k3s_tool.secret_to_kine(inside))
+    finally:
+        db.close()
+    renewed = wait_for(lambda: (now := served_all()) and all(days_left(c) > 360 and sha1(c) not in old for c in now.values())
+                       and now, "the running servers to renew the cert inside their window")
+    stored = x509.load_pem_x509_certificate(base64.b64decode(inside["data"]["tls.crt"]))
+    assert renewed["india-1"].public_key().public_numbers() == stored.public_key().public_numbers()
+    assert pids(india) == pid_before
+    result = renew_k3s(india)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("restart: nothing") == 2 and pids(india) == pid_before
