@@ -179,3 +179,29 @@ def test_a_restart_renews_a_secret_inside_the_window_on_its_key(golf):
     assert days_left(cert) > 360
     stored = x509.load_pem_x509_certificate(base64.b64decode(inside["data"]["tls.crt"]))
     assert cert.public_key().public_numbers() == stored.public_key().public_numbers()
+
+
+def test_a_release_before_the_120_day_window_keeps_a_cert_with_100_days_and_is_regenerated_past_it(golf):
+    """k3s v1.29.15: dynamiclistener renews by itself (after the July 2022 fix) but within 90 days, not 120 (k3s#12232),
+    and it does not create a deleted secret again (before dynamiclistener#202)."""
+    root = golf.node_root(SERVER)
+    (root / "run/kubepki-lab/k3s-version").write_text("v1.29.15+k3s1\n")
+    ssh(golf, SERVER, "systemctl stop k3s")
+    cluster = k3s_tool.load_cluster(pki, root / DATA / "server/tls")
+    outside = pki.serving_secret(cluster, SERVER, ADDRESS, issued_at=pki.utc() - 265 * pki.DAY)     # 100 days left
+    db = k3s_tool.kine(root / DATA)
+    try:
+        k3s_tool.kine_put(db, k3s_tool.SECRET_KEY, k3s_tool.secret_to_kine(outside))
+    finally:
+        db.close()
+    ssh(golf, SERVER, "systemctl start k3s")
+    kept = wait_for(lambda: listening(ADDRESS, 6443) and served(ADDRESS, 6443), "k3s to serve again")
+    assert 99 < days_left(kept) < 101
+    uid = secret(golf)[0]
+    result = renew_k3s(golf, "-e", "kubepki_threshold_days=110")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(k3s v1.29.15 renews its supervisor certificate while running and at start)" in result.stdout
+    assert re.search(r"\[regenerate: 100\.\d+ days left, under threshold_days=110; k3s v1.29.15 keeps it until 90 days "
+                     r"before it expires\]", result.stdout)
+    new = served(ADDRESS, 6443)
+    assert days_left(new) > 360 and secret(golf)[0] == uid and sha1(secret(golf)[2]) == sha1(new)
