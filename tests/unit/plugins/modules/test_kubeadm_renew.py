@@ -120,3 +120,19 @@ def test_a_node_without_pyyaml_is_told_which_package(run_module, node, monkeypat
     result = run_module(kubeadm_renew, rootfs=str(node))
     assert result["failed"] and "PyYAML" in result["msg"] and "python3-yaml" in result["msg"]
     assert digest(node) == before
+
+
+def test_links_out_of_rootfs_are_neither_read_nor_written(run_module, node, tmp_path):
+    """apiserver.crt/.key as relative links climbing out of rootfs, pki/etcd as an absolute link to elsewhere."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    pki = node / "etc/kubernetes/pki"
+    for name in ("apiserver.crt", "apiserver.key"):
+        shutil.move(str(pki / name), str(outside / name))
+        os.symlink("../../../../outside/" + name, pki / name)
+    shutil.move(str(pki / "etcd"), str(outside / "etcd"))
+    os.symlink(str(outside / "etcd"), pki / "etcd")
+    before = digest(outside)
+    result = run_module(kubeadm_renew, rootfs=str(node))
+    assert result["failed"] and "/etc/kubernetes/pki/apiserver.crt is a dangling symlink" in result["msg"]
+    assert digest(outside) == before

@@ -1,0 +1,136 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubepki.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Hostile or broken node files: links out of rootfs, FIFOs and devices, huge files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import stat
+
+import pytest
+
+from ansible_collections.kubepki.fleet.plugins.module_utils import _layouts
+from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_kubeconfig, read_node_file
+from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
+from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
+
+SECRET = b"outside rootfs\n"
+
+
+@contextlib.contextmanager
+def no_hang(seconds=5):
+    """Turn a read that blocks forever into a test failure."""
+    def expire(_signum, _frame):
+        raise AssertionError("blocked for %d s" % seconds)
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """``(rootfs, outside)``: an empty node tree and a directory beside it holding a file."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "etc/kubernetes/pki").mkdir(parents=True)
+    (outside / "pki").mkdir(parents=True)
+    (outside / "pki/apiserver.crt").write_bytes(SECRET)
+    return root, outside
+
+
+@pytest.mark.parametrize("link, target", [
+    ("etc/kubernetes/pki/apiserver.crt", "../../../../outside/pki/apiserver.crt"),  # relative, last component
+    ("etc/kubernetes/pki", "../../../outside/pki"),  # relative directory link in the middle
+    ("etc/kubernetes", "{outside}"),  # absolute directory link in the middle
+])
+def test_links_never_lead_out_of_rootfs(tree, link, target):
+    root, outside = tree
+    path = root / link
+    if path.is_dir():
+        shutil.rmtree(path)
+    os.symlink(target.format(outside=outside), path)
+    fs = NodeFS(str(root))
+    real = fs.real("/etc/kubernetes/pki/apiserver.crt")
+    assert os.path.commonpath([real, str(root)]) == str(root)
+    with pytest.raises(CertError, match="/etc/kubernetes/pki/apiserver.crt"):
+        read_node_file(fs, "/etc/kubernetes/pki/apiserver.crt")
+
+
+def test_dotdot_stops_at_rootfs_like_a_chroot(tree):
+    root, _outside = tree
+    (root / "etc/kubernetes/pki/ca.crt").write_bytes(b"inside")
+    os.symlink("../../../../../../../etc/kubernetes/pki/ca.crt", root / "etc/kubernetes/pki/link.crt")
+    fs = NodeFS(str(root))
+    assert read_node_file(fs, "/etc/kubernetes/pki/link.crt") == b"inside"
+    assert read_node_file(fs, "/../../etc/kubernetes/../kubernetes/pki/ca.crt") == b"inside"
+
+
+def test_symlink_loop_is_an_error_naming_the_file(tree):
+    root, _outside = tree
+    os.symlink("b", root / "etc/kubernetes/pki/a")
+    os.symlink("a", root / "etc/kubernetes/pki/b")
+    with pytest.raises(CertError, match="/etc/kubernetes/pki/a.*symlink"):
+        read_node_file(NodeFS(str(root)), "/etc/kubernetes/pki/a")
+
+
+def test_kubeconfig_file_references_stay_in_rootfs(tree, kubeadm_tree):
+    root, outside = tree
+    shutil.copy(kubeadm_tree / "cp1/etc/kubernetes/pki/apiserver-kubelet-client.crt", outside / "pki/admin.crt")
+    conf = root / "etc/kubernetes/admin.conf"
+    conf.write_text("apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\n"
+                    "clusters:\n- name: k\n  cluster: {server: 'https://x:6443'}\nusers:\n- name: u\n  user:\n"
+                    "    client-certificate: ../../../outside/pki/admin.crt\n    client-key: %s/pki/admin.key\n" % outside)
+    entries = read_kubeconfig(NodeFS(str(root)), "kubeconfig/admin.conf", "admin.conf", "/etc/kubernetes/admin.conf",
+                              "admin", "kubeadm", True)
+    assert [e.entry["state"] for e in entries] == ["missing"]
+    assert "/etc/kubernetes/admin.conf references" in entries[0].entry["message"]
+
+
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _socket(path):
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    return sock
+
+
+def _char_device(path):
+    if os.geteuid() != 0:
+        pytest.skip("mknod needs root")
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 5))  # what /dev/zero is
+
+
+@pytest.mark.parametrize("make, kind", [(_fifo, "FIFO"), (_socket, "socket"), (_char_device, "character device")])
+def test_non_regular_file_is_refused_without_blocking(tree, make, kind):
+    root, _outside = tree
+    path = root / "etc/kubernetes/pki/apiserver.crt"
+    keep = make(path)
+    try:
+        with no_hang(), pytest.raises(CertError) as caught:
+            read_node_file(NodeFS(str(root)), "/etc/kubernetes/pki/apiserver.crt")
+    finally:
+        if keep is not None:
+            keep.close()
+    assert str(caught.value).startswith("/etc/kubernetes/pki/apiserver.crt is a %s, not a regular file" % kind)
+
+
+def test_huge_file_is_refused_with_its_size(tree):
+    root, _outside = tree
+    size = _layouts.MAX_FILE_BYTES + 1
+    (root / "etc/kubernetes/pki/apiserver.crt").write_bytes(b"-----BEGIN CERTIFICATE-----\n" + b"A" * (size - 28))
+    with pytest.raises(CertError) as caught:
+        read_node_file(NodeFS(str(root)), "/etc/kubernetes/pki/apiserver.crt")
+    assert str(caught.value).startswith("/etc/kubernetes/pki/apiserver.crt is %d bytes, more than %d" % (size, size - 1))
+    assert "not a certificate file" in str(caught.value)
