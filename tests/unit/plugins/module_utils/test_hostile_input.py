@@ -16,7 +16,7 @@ import stat
 
 import pytest
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _layouts
+from ansible_collections.kubepki.fleet.plugins.module_utils import _layouts, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_kubeconfig, read_node_file
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
@@ -134,3 +134,24 @@ def test_huge_file_is_refused_with_its_size(tree):
         read_node_file(NodeFS(str(root)), "/etc/kubernetes/pki/apiserver.crt")
     assert str(caught.value).startswith("/etc/kubernetes/pki/apiserver.crt is %d bytes, more than %d" % (size, size - 1))
     assert "not a certificate file" in str(caught.value)
+
+
+BEGIN_LINES = b"-----BEGIN CERTIFICATE-----\n" * 10000  # 280 KB
+
+
+def _pem(kubeadm_tree, name):
+    return (kubeadm_tree / "cp1/etc/kubernetes/pki" / name).read_bytes()
+
+
+def test_thousands_of_begin_lines_are_a_truncated_certificate():
+    with pytest.raises(CertError, match="f.crt: PEM certificate is truncated"):
+        _x509.load_certificates(BEGIN_LINES, "f.crt")
+
+
+def test_begin_lines_without_end_are_skipped_as_go_does(kubeadm_tree):
+    chain = _pem(kubeadm_tree, "apiserver.crt") + _pem(kubeadm_tree, "ca.crt")
+    certs = _x509.load_certificates(BEGIN_LINES + chain + b"-----BEGIN CERTIFICATE-----\nMIIB\n", "f.crt")
+    assert [c.subject.rfc4514_string() for c in certs] == ["CN=kube-apiserver", "CN=kubernetes"]
+    key = _pem(kubeadm_tree, "apiserver.key")
+    loaded = _x509.load_private_key(BEGIN_LINES.replace(b"CERTIFICATE", key.split(b"\n", 1)[0][11:-5]) + key, "f.key")
+    assert _x509.key_matches(certs[0], loaded)
