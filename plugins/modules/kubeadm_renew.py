@@ -75,6 +75,8 @@ options:
         C(certificateValidityPeriod), else the old certificate's lifetime, so longer validities are not reset to a year;
         certificates whose lifetime kubeadm before v1.31 inflated (NotBefore pinned to the CA's) get one year.
       - RV(renewed) shows the old and new lifetime of each certificate and why.
+      - From 1 to 3650 (ten years, the lifetime of a kubeadm CA, which no certificate may outlive); other values
+        are refused, changing nothing.
     type: int
   kubeadm_config:
     description:

@@ -155,3 +155,29 @@ def test_begin_lines_without_end_are_skipped_as_go_does(kubeadm_tree):
     key = _pem(kubeadm_tree, "apiserver.key")
     loaded = _x509.load_private_key(BEGIN_LINES.replace(b"CERTIFICATE", key.split(b"\n", 1)[0][11:-5]) + key, "f.key")
     assert _x509.key_matches(certs[0], loaded)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("'LS0t$$$'", "/etc/kubernetes/admin.conf: client-certificate-data of user u is not valid base64"),
+    ("[1, 2]", "/etc/kubernetes/admin.conf: client-certificate-data of user u is not valid base64"),
+])
+def test_bad_base64_in_a_kubeconfig_names_the_file_and_field(tree, value, message):
+    root, _outside = tree
+    (root / "etc/kubernetes/admin.conf").write_text("users:\n- name: u\n  user:\n    client-certificate-data: %s\n" % value)
+    entries = read_kubeconfig(NodeFS(str(root)), "kubeconfig/admin.conf", "admin.conf", "/etc/kubernetes/admin.conf",
+                              "admin", "kubeadm", True)
+    assert [(e.entry["state"], e.entry["message"].split(" (")[0]) for e in entries] == [("invalid", message)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("users:\n- name: u\n  user: {client-key-data: c2VjcmV0\n", "line 4, column 1): fix it or restore it from a backup"),
+    ("users:\n- name: [u]\n  user: {client-certificate: [a]}\ncurrent-context: [x]\n", "has no client certificate"),
+    ("users:\n- name: u\n  user: {client-certificate: [a]}\n", "client-certificate of user u is not a file path"),
+])
+def test_malformed_kubeconfig_names_the_file_without_quoting_it(tree, text, message):
+    root, _outside = tree
+    (root / "etc/kubernetes/admin.conf").write_text(text)
+    entries = read_kubeconfig(NodeFS(str(root)), "kubeconfig/admin.conf", "admin.conf", "/etc/kubernetes/admin.conf",
+                              "admin", "kubeadm", True)
+    assert len(entries) == 1 and entries[0].entry["message"].startswith("/etc/kubernetes/admin.conf")
+    assert message in entries[0].entry["message"] and "c2VjcmV0" not in entries[0].entry["message"]
