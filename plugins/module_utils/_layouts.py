@@ -128,6 +128,13 @@ class NodeFS:
             resolved.append(part)
         return os.path.join(self.rootfs, *resolved)
 
+    def missing_root(self):
+        """Why ``rootfs`` cannot hold a node's files (a message saying what to give), or None."""
+        if os.path.isdir(self.rootfs):
+            return None
+        what = "is not a directory" if os.path.lexists(self.rootfs) else "does not exist"
+        return "rootfs %s %s: give the directory holding the node's files (/ on the node itself)" % (self.rootfs, what)
+
     def node_path(self, real_path):
         rel = os.path.relpath(real_path, self.rootfs)
         return "/" + ("" if rel == "." else rel)

@@ -306,6 +306,8 @@ def main():
     assert_yaml(module)
     params = module.params
     fs = NodeFS(params["rootfs"])
+    if fs.missing_root():
+        module.fail_json(msg=fs.missing_root())
     if not os.path.isdir(fs.real(_kubeadm.PKI)):
         module.fail_json(msg="%s not found under rootfs %s: this is not a kubeadm control-plane node" % (_kubeadm.PKI, params["rootfs"]))
     clock = datetime.datetime.now(datetime.timezone.utc)

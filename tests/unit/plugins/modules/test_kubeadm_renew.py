@@ -61,6 +61,8 @@ def test_refusal_fails_with_what_to_do(run_module, node):
 def test_not_a_kubeadm_node(run_module, tmp_path):
     result = run_module(kubeadm_renew, rootfs=str(tmp_path))
     assert result["failed"] and "not a kubeadm control-plane node" in result["msg"]
+    result = run_module(kubeadm_renew, rootfs=str(tmp_path / "cp9"))
+    assert result["failed"] and result["msg"].startswith("rootfs %s does not exist" % (tmp_path / "cp9"))
 
 
 def test_method_kubeadm_without_the_binary(run_module, node):
