@@ -16,6 +16,9 @@ options:
     description:
       - Prefix for every well-known path, like kubeadm's C(--rootfs).
       - Point it at a copied tree to analyse a node offline.
+      - Paths are resolved as inside a chroot at O(rootfs) - an absolute symlink starts again at O(rootfs) and
+        C(..) never climbs above it - so nothing outside it is read or written. A O(rootfs) that does not exist
+        fails the module.
     type: path
     default: /
 requirements:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import json
 import os
 
 from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeconfig, _layouts, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import MissingFile as _Missing, read_node_file
 from ansible_collections.kubepki.fleet.plugins.module_utils._probe import ProbeError, served_certificate
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
 
@@ -34,29 +34,6 @@ class _Found:
         self.chain = chain or []
         self.key = key
         self.key_path = key_path
-
-
-class _Missing(CertError):
-    """The file is not there: state ``missing`` rather than ``invalid``."""
-
-
-def read_node_file(fs, path):
-    """Bytes of a node file; ``_Missing`` or ``CertError`` naming the file and the fix."""
-    real = fs.real(path)
-    try:
-        with open(real, "rb") as handle:
-            return handle.read()
-    except (IOError, OSError) as exc:
-        if exc.errno == errno.ENOENT:
-            link = fs.real(path, follow=False)
-            if os.path.islink(link):
-                raise _Missing("%s is a dangling symlink to %s" % (path, os.readlink(link)))
-            raise _Missing("%s is absent" % path)
-        if exc.errno == errno.EACCES:
-            raise CertError("cannot read %s: permission denied (run the play with become: true)" % path)
-        if exc.errno == errno.EISDIR:
-            raise CertError("%s is a directory, not a certificate file" % path)
-        raise CertError("cannot read %s: %s" % (path, exc.strerror or exc))
 
 
 def _base_entry(entry_id, name, source, distribution, component, **extra):

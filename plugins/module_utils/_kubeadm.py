@@ -21,7 +21,7 @@ import re
 
 from ansible.module_utils.common import yaml as common_yaml  # its yaml_* exist only with PyYAML: assert_yaml first
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _layouts, _reload, _sign, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _kubeconfig, _layouts, _reload, _sign, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_node_file
 from ansible_collections.kubepki.fleet.plugins.module_utils._probe import ProbeError, served_certificate
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
@@ -34,6 +34,9 @@ CA_FILES = {name: base for name, base, component, _ca in _KUBEADM_FILES if compo
 LEAF_FILES = {name: (base, ca) for name, base, component, ca in _KUBEADM_FILES if component != "ca"}
 KUBECONFIGS = tuple(name for name, _component in _layouts.KUBEADM_KUBECONFIGS)
 RENEWABLE = tuple(sorted(list(LEAF_FILES) + list(KUBECONFIGS)))
+# Bounds of validity_days: a cert valid under a day is renewed again by every run; kubeadm's CAs live ten
+# years (3650 days) and no leaf may outlive its CA, so anything longer is a typo (days taken for hours, say).
+VALIDITY_DAYS = (1, 3650)
 
 
 class UsageError(CertError):
@@ -80,7 +83,8 @@ def _days(delta):
 
 
 def _named(config, key, name, path):
-    for item in config.get(key + "s") or []:
+    items = config.get(key + "s")
+    for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and item.get("name") == name and isinstance(item.get(key), dict):
             return item[key]
     raise CertError("invalid kubeconfig %s: no %s %r for current-context %r" % (path, key, name, config.get("current-context")))
@@ -89,7 +93,8 @@ def _named(config, key, name, path):
 def _current(config, path):
     """``(cluster, user)`` of the current context, as kubeadm's kubeConfigReadWriter picks them
     (cmd/kubeadm/app/phases/certs/renewal/readwriter.go); the dicts are the config's own."""
-    context = next((c.get("context") for c in config.get("contexts") or []
+    contexts = config.get("contexts")
+    context = next((c.get("context") for c in (contexts if isinstance(contexts, list) else [])
                     if isinstance(c, dict) and c.get("name") == config.get("current-context")), None)
     if not isinstance(context, dict):
         raise CertError("invalid kubeconfig %s: missing context %r" % (path, config.get("current-context")))
@@ -102,10 +107,22 @@ def _current_user(config, path):
 
 def _load_kubeconfig(fs, path):
     text = read_node_file(fs, path)
-    config = common_yaml.yaml_load(text)
-    if not isinstance(config, dict):
-        raise CertError("%s is not a kubeconfig" % path)
-    return text, config
+    return text, _kubeconfig.load(text, path)
+
+
+def _leaf(data, what):
+    """The certificate to renew in ``data``: its first block, refused when that is a CA (a chain written the
+    wrong way round), since renewal copies subject and usages from it and would issue a CA in its place."""
+    cert = _x509.load_certificates(data, what)[0]
+    if _x509.is_ca(cert):
+        raise CertError("%s starts with a CA certificate (%s), not its own: kubeadm writes the certificate alone, or "
+                        "first in a chain. Put it first (or restore the file from a backup)"
+                        % (what, cert.subject.rfc4514_string()))
+    return cert
+
+
+def _embedded_leaf(user, path):
+    return _leaf(_kubeconfig.decode(user["client-certificate-data"], "%s: client-certificate-data" % path), path)
 
 
 def _ca_pairs(fs):
@@ -138,7 +155,7 @@ def inventory(fs):
             if not fs.exists(path):
                 skipped.append({"name": name, "reason": "%s is absent (external etcd, or not a control-plane node)" % path})
                 continue
-            items.append(Item(name, "file", path, ca_name, _x509.load_certificates(read_node_file(fs, path), path)[0], key_path))
+            items.append(Item(name, "file", path, ca_name, _leaf(read_node_file(fs, path), path), key_path))
         else:
             path = "/etc/kubernetes/" + name
             if not fs.exists(path):
@@ -146,11 +163,11 @@ def inventory(fs):
                 skipped.append({"name": name, "reason": reason})
                 continue
             _text, config = _load_kubeconfig(fs, path)
-            data = _current_user(config, path).get("client-certificate-data")
-            if not data:
+            user = _current_user(config, path)
+            if not user.get("client-certificate-data"):
                 skipped.append({"name": name, "reason": "%s has no embedded client certificate" % path})
                 continue
-            items.append(Item(name, "kubeconfig", path, "ca", _x509.load_certificates(base64.b64decode(data), path)[0]))
+            items.append(Item(name, "kubeconfig", path, "ca", _embedded_leaf(user, path)))
     return items, skipped
 
 
@@ -166,9 +183,9 @@ def kubelet_conf_item(fs):
     _text, config = _load_kubeconfig(fs, path)
     user = _current_user(config, path)
     if user.get("client-certificate-data"):
-        cert = _x509.load_certificates(base64.b64decode(user["client-certificate-data"]), path)[0]
-    elif user.get("client-certificate") and fs.exists(user["client-certificate"]):
-        cert = _x509.load_certificates(read_node_file(fs, user["client-certificate"]), user["client-certificate"])[0]
+        cert = _embedded_leaf(user, path)
+    elif isinstance(user.get("client-certificate"), str) and fs.exists(user["client-certificate"]):
+        cert = _leaf(read_node_file(fs, user["client-certificate"]), user["client-certificate"])
     else:
         return None
     item = Item("kubelet.conf", "kubelet-conf", path, "ca", cert)
@@ -182,6 +199,10 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
 
     ``configured_validity``: the kubeadm configuration's ``certificateValidityPeriod``, if known.
     """
+    if validity_days is not None and not VALIDITY_DAYS[0] <= validity_days <= VALIDITY_DAYS[1]:
+        raise UsageError("validity_days=%s is out of range: give %d to %d days (a kubeadm CA lives %d days and no "
+                         "certificate may outlive it), or leave it unset to keep each certificate's lifetime; nothing "
+                         "was changed" % (validity_days, VALIDITY_DAYS[0], VALIDITY_DAYS[1], VALIDITY_DAYS[1]))
     items, skipped = inventory(fs)
     if names:
         unknown = sorted(set(names) - set(RENEWABLE) - {"kubelet.conf"})

@@ -38,61 +38,90 @@ class KubeconfigUser:
 
     def ca_pem(self, path):
         """The decoded certificate-authority-data of the user's cluster, or None."""
-        return _decode(self.ca_data, "%s: certificate-authority-data" % path) if self.ca_data else None
+        return decode(self.ca_data, "%s: certificate-authority-data" % path) if self.ca_data else None
 
     @property
     def has_cert(self):
         return self.cert_data is not None or self.cert_path is not None
 
 
-def _decode(value, what):
+def decode(value, what):
+    """Bytes of a kubeconfig ``*-data`` field, strict as client-go is (Go's StdEncoding skips only line breaks)."""
     try:
-        return base64.b64decode(value, validate=False)
-    except (binascii.Error, TypeError, ValueError) as exc:
-        raise CertError("%s is not valid base64 (%s)" % (what, exc))
+        return base64.b64decode(value.replace("\n", "").replace("\r", ""), validate=True)
+    except (binascii.Error, TypeError, ValueError, AttributeError) as exc:
+        raise CertError("%s is not valid base64 (%s): encode the PEM file with base64 -w0, or restore the kubeconfig "
+                        "from a backup" % (what, exc))
 
 
-def _named(items, key):
-    """``{name: body}`` of a kubeconfig list such as ``users`` or ``clusters``, tolerating junk."""
-    result = {}
-    for item in items or []:
-        if isinstance(item, dict) and isinstance(item.get(key), dict):
-            result[item.get("name")] = item[key]
-    return result
-
-
-def parse(text, path):
-    """The users of the kubeconfig ``text`` read from ``path``, current-context's user first."""
+def load(text, path):
+    """The kubeconfig mapping of ``text`` read from ``path``; CertError naming the file when it is not one."""
     if not common_yaml.HAS_YAML:
         raise CertError("PyYAML is missing on the node; install python3-yaml to read %s" % path)
     try:
         config = common_yaml.yaml_load(text)
     except Exception as exc:  # pylint: disable=broad-except  # any YAML error is bad input here
-        raise CertError("%s is not valid YAML (%s)" % (path, str(exc).splitlines()[0] if str(exc) else exc))
-    if not isinstance(config, dict) or not isinstance(config.get("users", []), list):
+        # problem and position only: PyYAML's own message quotes the line, which may hold key data
+        mark = getattr(exc, "problem_mark", None)
+        where = ", line %d, column %d" % (mark.line + 1, mark.column + 1) if mark is not None else ""
+        raise CertError("%s is not valid YAML (%s%s): fix it or restore it from a backup"
+                        % (path, getattr(exc, "problem", None) or type(exc).__name__, where))
+    if not isinstance(config, dict):
+        raise CertError("%s is not a kubeconfig (not a YAML mapping): restore it from a backup" % path)
+    return config
+
+
+def _what(path, user, field):
+    return "%s: %s of user %s" % (path, field, user)
+
+
+def _path(value, what):
+    if not isinstance(value, str):
+        raise CertError("%s is not a file path: make it one, or embed the PEM as *-data" % what)
+    return value
+
+
+def _named(items, key):
+    """``{name: body}`` of a kubeconfig list such as ``users`` or ``clusters``, tolerating junk."""
+    result = {}
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get(key), dict):
+            result[item["name"]] = item[key]
+    return result
+
+
+def _ref(value):
+    """A name a kubeconfig refers to, or None when it is not a string (and cannot name anything)."""
+    return value if isinstance(value, str) else None
+
+
+def parse(text, path):
+    """The users of the kubeconfig ``text`` read from ``path``, current-context's user first."""
+    config = load(text, path)
+    if not isinstance(config.get("users", []), list):
         raise CertError("%s is not a kubeconfig (no users list)" % path)
 
     users = _named(config.get("users"), "user")
     clusters = _named(config.get("clusters"), "cluster")
     contexts = _named(config.get("contexts"), "context")
-    current_context = contexts.get(config.get("current-context")) or {}
-    current_user = current_context.get("user")
+    current_context = contexts.get(_ref(config.get("current-context"))) or {}
+    current_user = _ref(current_context.get("user"))
     cluster_of_user = {}
     for context in contexts.values():
-        cluster_of_user.setdefault(context.get("user"), clusters.get(context.get("cluster")) or {})
+        cluster_of_user.setdefault(_ref(context.get("user")), clusters.get(_ref(context.get("cluster"))) or {})
 
     base_dir = os.path.dirname(path)
     result = []
     for name, body in users.items():
         user = KubeconfigUser(name, name == current_user, cluster_of_user.get(name) or {})
         if body.get("client-certificate-data"):
-            user.cert_data = _decode(body["client-certificate-data"], "%s: client-certificate-data of user %s" % (path, name))
+            user.cert_data = decode(body["client-certificate-data"], _what(path, name, "client-certificate-data"))
         elif body.get("client-certificate"):
-            user.cert_path = os.path.join(base_dir, body["client-certificate"])
+            user.cert_path = os.path.join(base_dir, _path(body["client-certificate"], _what(path, name, "client-certificate")))
         if body.get("client-key-data"):
-            user.key_data = _decode(body["client-key-data"], "%s: client-key-data of user %s" % (path, name))
+            user.key_data = decode(body["client-key-data"], _what(path, name, "client-key-data"))
         elif body.get("client-key"):
-            user.key_path = os.path.join(base_dir, body["client-key"])
+            user.key_path = os.path.join(base_dir, _path(body["client-key"], _what(path, name, "client-key")))
         result.append(user)
     result.sort(key=lambda u: (not u.current, u.name or ""))
     return result

@@ -13,10 +13,14 @@ Every path here is a node path; ``NodeFS`` maps it under ``rootfs``.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 
 from ansible.module_utils.common import yaml as common_yaml  # yaml_load exists only with PyYAML
+
+from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
 
 DISTRIBUTIONS = ("kubeadm", "rke1", "k3s", "rke2")
 
@@ -74,6 +78,19 @@ _COMPONENT_PREFIXES = (
 )
 
 
+# Linux gives up after 40 links in one lookup (MAXSYMLINKS); so do we.
+_MAX_LINKS = 40
+# Certificates, keys and kubeconfigs are a few KiB (a kubeconfig with dozens of embedded CAs stays under
+# 200 KiB); anything bigger is not one of them and is not read whole.
+MAX_FILE_BYTES = 1024 * 1024
+_FILE_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+               (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+class MissingFile(CertError):
+    """The file is not there: state ``missing`` rather than ``invalid``."""
+
+
 class NodeFS:
     """Node paths read under a ``rootfs`` prefix, like kubeadm's ``--rootfs``."""
 
@@ -81,30 +98,99 @@ class NodeFS:
         self.rootfs = rootfs or "/"
 
     def real(self, path, follow=True):
-        """The path on this machine; symlinks in the last component stay inside ``rootfs``.
+        """The path on this machine, resolved as inside a chroot at ``rootfs``.
 
-        The kubelet writes ``kubelet-client-current.pem`` as an absolute link, which in a copied
-        tree would otherwise point at this machine's own /var/lib/kubelet.
+        Every symlink on the way (the last one only with ``follow``) is resolved here: absolute
+        targets start again at ``rootfs`` and ``..`` never climbs above it, so a copied tree (the
+        kubelet's absolute ``kubelet-client-current.pem`` link, a hostile ``../../..`` link) can
+        neither read nor write this machine's own files. OSError ELOOP on a link loop.
         """
-        real = os.path.join(self.rootfs, path.lstrip("/"))
-        if not follow or self.rootfs == "/":
-            return real
-        for _hop in range(16):
-            if not os.path.islink(real):
-                break
-            target = os.readlink(real)
-            real = os.path.join(self.rootfs, target.lstrip("/")) if os.path.isabs(target) else os.path.join(os.path.dirname(real), target)
-        return real
+        if self.rootfs == "/":
+            return os.path.join("/", path.lstrip("/"))
+        pending = [part for part in path.split("/") if part not in ("", ".")]
+        resolved, links = [], 0
+        while pending:
+            part = pending.pop(0)
+            if part == "..":
+                # what is resolved so far holds no links, so dropping its last part is the parent
+                resolved = resolved[:-1]
+                continue
+            candidate = os.path.join(self.rootfs, *(resolved + [part]))
+            if (pending or follow) and os.path.islink(candidate):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    resolved = []
+                pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
+                continue
+            resolved.append(part)
+        return os.path.join(self.rootfs, *resolved)
+
+    def missing_root(self):
+        """Why ``rootfs`` cannot hold a node's files (a message saying what to give), or None."""
+        if os.path.isdir(self.rootfs):
+            return None
+        what = "is not a directory" if os.path.lexists(self.rootfs) else "does not exist"
+        return "rootfs %s %s: give the directory holding the node's files (/ on the node itself)" % (self.rootfs, what)
 
     def node_path(self, real_path):
         rel = os.path.relpath(real_path, self.rootfs)
         return "/" + ("" if rel == "." else rel)
 
     def exists(self, path):
-        return os.path.lexists(self.real(path, follow=False))
+        try:
+            return os.path.lexists(self.real(path, follow=False))
+        except OSError:
+            return True  # a link loop on the way: something is there, and reading it says what
 
     def glob(self, pattern):
         return sorted(self.node_path(p) for p in glob.glob(self.real(pattern)))
+
+
+def read_node_file(fs, path):
+    """Bytes of the regular file at node ``path``; MissingFile or CertError naming the file and the fix.
+
+    Opened non-blocking and checked with fstat, so a FIFO, socket or device in place of a
+    certificate is refused instead of blocking or being read without end.
+    """
+    try:
+        fd = os.open(fs.real(path), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise _open_error(fs, path, exc)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise CertError(_not_regular(path, mode))
+        data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise CertError("%s is %d bytes, more than %d: not a certificate file; point the setting at the "
+                            "certificate, key or kubeconfig" % (path, os.fstat(fd).st_size, MAX_FILE_BYTES))
+    return data
+
+
+def _not_regular(path, mode):
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "special file")
+    return "%s is a %s, not a regular file: put the certificate file there (or point the setting at it)" % (path, kind)
+
+
+def _open_error(fs, path, exc):
+    if exc.errno == errno.ENOENT:
+        try:
+            link = fs.real(path, follow=False)
+        except OSError:
+            link = None
+        if link and os.path.islink(link):
+            return MissingFile("%s is a dangling symlink to %s" % (path, os.readlink(link)))
+        return MissingFile("%s is absent" % path)
+    if exc.errno == errno.ENXIO:  # what opening a socket gives
+        return CertError(_not_regular(path, stat.S_IFSOCK))
+    if exc.errno == errno.ELOOP:
+        return CertError("%s: too many levels of symlinks (a symlink loop); make it a file or a link to one" % path)
+    if exc.errno == errno.EACCES:
+        return CertError("cannot read %s: permission denied (run the play with become: true)" % path)
+    return CertError("cannot read %s: %s" % (path, exc.strerror or exc))
 
 
 class FileSpec:
@@ -185,8 +271,7 @@ def _static_pod_container(fs, path):
     if not common_yaml.HAS_YAML:
         return None
     try:
-        with open(fs.real(path), "rb") as handle:
-            manifest = common_yaml.yaml_load(handle.read())
+        manifest = common_yaml.yaml_load(read_node_file(fs, path))
         container = manifest["spec"]["containers"][0]
         return container if isinstance(container, dict) else None
     except Exception:  # pylint: disable=broad-except  # a broken manifest only costs us its hints
@@ -236,18 +321,20 @@ def kubelet_serving_settings(fs):
     config = {}
     if common_yaml.HAS_YAML and fs.exists(KUBELET_CONFIG):
         try:
-            with open(fs.real(KUBELET_CONFIG), "rb") as handle:
-                config = common_yaml.yaml_load(handle.read()) or {}
+            config = common_yaml.yaml_load(read_node_file(fs, KUBELET_CONFIG)) or {}
         except Exception:  # pylint: disable=broad-except  # a broken config only costs us the hint
             config = {}
+    config = config if isinstance(config, dict) else {}
     cert, bootstrap = config.get("tlsCertFile"), bool(config.get("serverTLSBootstrap"))
-    if fs.exists(KUBEADM_FLAGS_ENV):
-        with open(fs.real(KUBEADM_FLAGS_ENV), "r") as handle:
-            for word in handle.read().replace('"', " ").split():
-                if word.startswith("--tls-cert-file="):
-                    cert = word.split("=", 1)[1]
-                elif word.split("=", 1)[0] == "--rotate-server-certificates":
-                    bootstrap = word.split("=", 1)[-1] != "false"
+    try:
+        flags = read_node_file(fs, KUBEADM_FLAGS_ENV).decode("utf-8", "replace") if fs.exists(KUBEADM_FLAGS_ENV) else ""
+    except CertError:
+        flags = ""  # an unreadable flags file only costs us the hint, as a broken config does
+    for word in flags.replace('"', " ").split():
+        if word.startswith("--tls-cert-file="):
+            cert = word.split("=", 1)[1]
+        elif word.split("=", 1)[0] == "--rotate-server-certificates":
+            bootstrap = word.split("=", 1)[-1] != "false"
     return cert, bootstrap
 
 

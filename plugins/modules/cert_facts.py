@@ -22,7 +22,10 @@ description:
     the CA key is present (externally managed CA).
   - Bad input (unreadable file, corrupt or truncated PEM, kubeconfig without a client certificate, dangling
     symlink, endpoint that refuses or does not speak TLS) becomes an entry in state V(invalid) or V(missing)
-    with a message; the module does not fail on it.
+    with a message; the module does not fail on it. A FIFO, socket or device in place of a file, or a file over
+    1 MiB, is such bad input too.
+  - Fails when O(rootfs) does not exist, or when it holds nothing to report (no Kubernetes files found) unless
+    O(distribution=none) - an empty report would read as "nothing expires".
   - Private key material is read only to check that it matches its certificate and is never returned.
 author:
   - kubepki.fleet contributors (@kubepki)
@@ -232,6 +235,8 @@ def main():
         module.fail_json(msg="now: %s" % exc)
 
     fs = NodeFS(params["rootfs"])
+    if fs.missing_root():
+        module.fail_json(msg=fs.missing_root())
     facts = gather(
         fs,
         distribution=params["distribution"],
@@ -245,6 +250,11 @@ def main():
         probe_timeout=params["probe_timeout"],
         rke1_address=params["rke1_address"],
     )
+    if not facts["certs"] and params["distribution"] != "none":
+        # an empty report would read as "nothing expires"
+        module.fail_json(msg="rootfs %s holds no Kubernetes files (no %s certificates, kubeconfigs or paths found): check "
+                             "rootfs and distribution, or set distribution=none to read only paths and kubeconfigs"
+                             % (fs.rootfs, "Kubernetes" if facts["distribution"] == "none" else facts["distribution"]))
     facts["managed_by"] = _managers.find(fs, params["probe_timeout"]) if params["probe"] else _managers.from_files(fs)
     module.exit_json(changed=False, ansible_facts={"kubepki": facts})
 

@@ -75,6 +75,8 @@ options:
         C(certificateValidityPeriod), else the old certificate's lifetime, so longer validities are not reset to a year;
         certificates whose lifetime kubeadm before v1.31 inflated (NotBefore pinned to the CA's) get one year.
       - RV(renewed) shows the old and new lifetime of each certificate and why.
+      - From 1 to 3650 (ten years, the lifetime of a kubeadm CA, which no certificate may outlive); other values
+        are refused, changing nothing.
     type: int
   kubeadm_config:
     description:
@@ -304,6 +306,8 @@ def main():
     assert_yaml(module)
     params = module.params
     fs = NodeFS(params["rootfs"])
+    if fs.missing_root():
+        module.fail_json(msg=fs.missing_root())
     if not os.path.isdir(fs.real(_kubeadm.PKI)):
         module.fail_json(msg="%s not found under rootfs %s: this is not a kubeadm control-plane node" % (_kubeadm.PKI, params["rootfs"]))
     clock = datetime.datetime.now(datetime.timezone.utc)

@@ -37,13 +37,14 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Returns the plan (what would be moved aside, or the new cluster.yml) and writes nothing.
+    details: Returns the plan (what would be moved aside, or whether cluster.yml would change) and writes nothing.
   diff_mode:
     support: full
     details:
       - O(mode=regenerate) shows the expiry and serial of kubelet.crt before, and that a new one comes at the next
         kubelet start.
-      - O(mode=generate_serving_certificate) shows cluster.yml before and after as text.
+      - O(mode=generate_serving_certificate) shows the value of C(services.kubelet.generate_serving_certificate)
+        before and after, never the rest of cluster.yml (which can hold SSH keys and registry passwords).
 options:
   mode:
     description:
@@ -220,6 +221,7 @@ rke_up_output:
 """
 
 import datetime
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -302,7 +304,10 @@ def serving_certificate(module, fs):
     result = dict(changed=changed, renewed=[], skipped_certs=[], moved=[], restart=[], rke_up_required=changed,
                   rke_up_ran=False, cluster_yml={"path": path, "generate_serving_certificate_before": before})
     if module._diff:
-        result["diff"] = {"before": text, "after": new_text, "before_header": path, "after_header": path}
+        # the changed key only: cluster.yml can hold ssh_key and registry passwords inline
+        key = "services.kubelet.%s: " % _rke.FLAG
+        result["diff"] = {"before": key + ("(absent)" if before is None else json.dumps(before, default=str)) + "\n",
+                          "after": key + "true\n", "before_header": path, "after_header": path}
     if module.check_mode:
         return result
     if changed:

@@ -23,8 +23,15 @@ def test_module_rejects_a_bad_now_with_the_fix(run_module, kubeadm_tree):
     assert result["failed"] and "2027-01-31T00:00:00Z" in result["msg"]
 
 
-def test_module_forced_distribution_on_an_empty_root(run_module, tmp_path):
-    result = run_module(cert_facts, rootfs=str(tmp_path), distribution="k3s", probe=False)
-    facts = result["ansible_facts"]["kubepki"]
-    assert facts["distribution"] == "k3s"
-    assert facts["summary"]["total"] == 0
+def test_module_fails_on_a_root_without_kubernetes_files(run_module, tmp_path):
+    for distribution, named in (("auto", "Kubernetes"), ("k3s", "k3s")):
+        result = run_module(cert_facts, rootfs=str(tmp_path), distribution=distribution, probe=False)
+        assert result["failed"] and result["msg"].startswith("rootfs %s holds no %s files" % (tmp_path, "Kubernetes"))
+        assert "no %s certificates" % named in result["msg"]
+    result = run_module(cert_facts, rootfs=str(tmp_path), distribution="none", probe=False)
+    assert result["ansible_facts"]["kubepki"]["summary"]["total"] == 0
+
+
+def test_module_fails_on_a_rootfs_that_does_not_exist(run_module, tmp_path):
+    result = run_module(cert_facts, rootfs=str(tmp_path / "cp9"), probe=False)
+    assert result["failed"] and result["msg"].startswith("rootfs %s does not exist: give the directory" % (tmp_path / "cp9"))

@@ -61,6 +61,8 @@ def test_refusal_fails_with_what_to_do(run_module, node):
 def test_not_a_kubeadm_node(run_module, tmp_path):
     result = run_module(kubeadm_renew, rootfs=str(tmp_path))
     assert result["failed"] and "not a kubeadm control-plane node" in result["msg"]
+    result = run_module(kubeadm_renew, rootfs=str(tmp_path / "cp9"))
+    assert result["failed"] and result["msg"].startswith("rootfs %s does not exist" % (tmp_path / "cp9"))
 
 
 def test_method_kubeadm_without_the_binary(run_module, node):
@@ -119,4 +121,53 @@ def test_a_node_without_pyyaml_is_told_which_package(run_module, node, monkeypat
     before = digest(node)
     result = run_module(kubeadm_renew, rootfs=str(node))
     assert result["failed"] and "PyYAML" in result["msg"] and "python3-yaml" in result["msg"]
+    assert digest(node) == before
+
+
+def test_links_out_of_rootfs_are_neither_read_nor_written(run_module, node, tmp_path):
+    """apiserver.crt/.key as relative links climbing out of rootfs, pki/etcd as an absolute link to elsewhere."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    pki = node / "etc/kubernetes/pki"
+    for name in ("apiserver.crt", "apiserver.key"):
+        shutil.move(str(pki / name), str(outside / name))
+        os.symlink("../../../../outside/" + name, pki / name)
+    shutil.move(str(pki / "etcd"), str(outside / "etcd"))
+    os.symlink(str(outside / "etcd"), pki / "etcd")
+    before = digest(outside)
+    result = run_module(kubeadm_renew, rootfs=str(node))
+    assert result["failed"] and "/etc/kubernetes/pki/apiserver.crt is a dangling symlink" in result["msg"]
+    assert digest(outside) == before
+
+
+def test_a_chain_that_starts_with_its_ca_is_refused(run_module, node):
+    pki = node / "etc/kubernetes/pki"
+    (pki / "apiserver.crt").write_bytes((pki / "ca.crt").read_bytes() + (pki / "apiserver.crt").read_bytes())
+    before = digest(node)
+    result = run_module(kubeadm_renew, rootfs=str(node), force=True)
+    assert result["failed"] and "/etc/kubernetes/pki/apiserver.crt starts with a CA certificate (CN=kubernetes)" in result["msg"]
+    assert "nothing was changed" in result["msg"]
+    assert digest(node) == before
+
+
+@pytest.mark.parametrize("days", [0, -30, 3651, 365000])
+def test_absurd_validity_days_is_refused(run_module, node, days):
+    before = digest(node)
+    result = run_module(kubeadm_renew, rootfs=str(node), validity_days=days)
+    assert result["failed"] and "validity_days=%d is out of range: give 1 to 3650 days" % days in result["msg"]
+    assert digest(node) == before
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda text: text.replace("users:", "users: [", 1), "/etc/kubernetes/admin.conf is not valid YAML ("),
+    (lambda text: "- just\n- a list\n", "/etc/kubernetes/admin.conf is not a kubeconfig"),
+    (lambda text: text.replace("client-certificate-data: ", "client-certificate-data: ABC$", 1),
+     "/etc/kubernetes/admin.conf: client-certificate-data is not valid base64"),
+])
+def test_a_broken_kubeconfig_fails_naming_it(run_module, node, edit, message):
+    conf = node / "etc/kubernetes/admin.conf"
+    conf.write_text(edit(conf.read_text()))
+    before = digest(node)
+    result = run_module(kubeadm_renew, rootfs=str(node))
+    assert result["failed"] and message in result["msg"] and "client-key-data" not in result["msg"]
     assert digest(node) == before

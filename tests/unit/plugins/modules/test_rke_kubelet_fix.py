@@ -12,6 +12,7 @@ import shutil
 import stat
 
 import pytest
+import yaml
 
 from ansible_collections.kubepki.fleet.plugins.modules import rke_kubelet_fix
 from ansible_collections.kubepki.fleet.tests.lab import pki
@@ -140,7 +141,8 @@ def test_sets_the_option_keeping_every_other_byte_and_mode(run_module, node):
     assert result["restart"] == [] and result["renewed"] == []
     new = cluster_yml.read_text()
     assert new == text.replace("    fail_swap_on: false\n", "    fail_swap_on: false\n    generate_serving_certificate: true\n")
-    assert (result["diff"]["before"], result["diff"]["after"]) == (text, new)
+    assert (result["diff"]["before"], result["diff"]["after"]) == (
+        "services.kubelet.generate_serving_certificate: (absent)\n", "services.kubelet.generate_serving_certificate: true\n")
     assert stat.S_IMODE(cluster_yml.stat().st_mode) == 0o640
     assert {k: v for k, v in digest(node).items() if k != "home/rke/cluster.yml"} == others
 
@@ -153,8 +155,7 @@ def test_sets_the_option_keeping_every_other_byte_and_mode(run_module, node):
 def test_check_mode_shows_the_diff_and_writes_nothing(run_module, node):
     before = digest(node)
     result = serving(run_module, node, _ansible_check_mode=True, _ansible_diff=True)
-    assert result["changed"] is True and "+    generate_serving_certificate: true" not in result["diff"]["before"]
-    assert "generate_serving_certificate: true" in result["diff"]["after"]
+    assert result["changed"] is True and "generate_serving_certificate: true" in result["diff"]["after"]
     assert digest(node) == before
 
 
@@ -219,3 +220,22 @@ def test_rke_up_runs_once_when_the_option_changes(run_module, node, fake_rke):
                         rke_binary=str(fake_rke), force=True)
     assert forced["failed"] and "failed (rc 1); cluster.yml is unchanged" in forced["msg"]
     assert "cannot reach 10.0.1.11" in forced["msg"]
+
+
+SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\\n        b3BlbnNzaC1rZXktdjEAAAAA-planted\\n        -----END OPENSSH PRIVATE KEY-----"
+REGISTRY_PASSWORD = "hunter2-registry-planted"
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_diff_shows_the_changed_key_and_no_secret(run_module, node, check_mode):
+    cluster_yml = node / "home/rke/cluster.yml"
+    text = cluster_yml.read_text().replace("ssh_key: ''", 'ssh_key: "%s"' % SSH_KEY, 1)
+    text += "private_registries:\n- url: registry.example.com\n  user: ci\n  password: %s\n" % REGISTRY_PASSWORD
+    cluster_yml.write_text(text)
+    assert "planted" in yaml.safe_load(text)["nodes"][0]["ssh_key"]
+    result = serving(run_module, node, _ansible_diff=True, _ansible_check_mode=check_mode)
+    assert result["changed"] is True
+    assert result["diff"]["before"] == "services.kubelet.generate_serving_certificate: (absent)\n"
+    assert result["diff"]["after"] == "services.kubelet.generate_serving_certificate: true\n"
+    shown = json.dumps(result)
+    assert "b3BlbnNzaC1rZXktdjEAAAAA-planted" not in shown and REGISTRY_PASSWORD not in shown
