@@ -61,6 +61,7 @@ class Item:
         self.new_key = None
         self.method = "native"
         self.method_reason = None
+        self.due_reason = None
 
     def summary(self, now):
         """What the plan and the result say of this cert: old and new expiry, old and new lifetime and why."""
@@ -69,7 +70,8 @@ class Item:
                 "serial": _x509.serial_hex(self.cert), "days_left": days_left,
                 "lifetime_days": _days(_x509.not_after(self.cert) - _x509.not_before(self.cert)),
                 "new_lifetime_days": _days(self.lifetime + _sign.BACKDATE) if self.lifetime else None,
-                "lifetime_reason": self.lifetime_reason, "method": self.method, "method_reason": self.method_reason}
+                "lifetime_reason": self.lifetime_reason, "method": self.method, "method_reason": self.method_reason,
+                "due_reason": self.due_reason}
 
     def renewed_summary(self, now, new_cert):
         summary = self.summary(now)
@@ -193,6 +195,17 @@ def kubelet_conf_item(fs):
     return item
 
 
+def _key_mismatch(fs, item):
+    """Why a cert with time left is due all the same: its key is another one. A renewal killed between the key's
+    rename and the cert's leaves that pair, which kube-apiserver (or etcd) refuses at its next start."""
+    if item.kind != "file" or not fs.exists(item.key_path):
+        return None
+    key = _x509.load_private_key(read_node_file(fs, item.key_path), item.key_path)
+    if _x509.key_matches(item.cert, key):
+        return None
+    return "%s does not match its certificate (a renewal interrupted between key and certificate)" % item.key_path
+
+
 def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, repair_kubelet_conf=True,
          configured_validity=None):
     """``(due, skipped)``; raises SigningError naming every cert it refuses to renew.
@@ -218,7 +231,9 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
     due = []
     for item in items:
         left = _x509.not_after(item.cert) - now
-        if force or left < threshold:
+        item.due_reason = "force=true" if force else "%.1f days left, under threshold_days=%s" % (
+            left.total_seconds() / 86400, threshold_days) if left < threshold else _key_mismatch(fs, item)
+        if item.due_reason:
             due.append(item)
         else:
             skipped.append({"name": item.name, "reason": "%.1f days left, not under threshold_days=%s" % (left.total_seconds() / 86400, threshold_days)})

@@ -226,8 +226,8 @@ def supervisor_stored(facts, program, secret_info, cached_info):
             wrong.append("the secret's fingerprint annotation is %s, not its certificate's SHA1=%s"
                          % (secret_info.get("annotation_fingerprint"), secret_info.get("fingerprint_sha1")))
     if cached_info.get("state") != "missing" and cached_info.get("fingerprint_sha256") != fingerprint:
-        wrong.append("%s holds another certificate%s" % (cached_info.get("path"), " (%s)" % cached_info["message"]
-                                                           if cached_info.get("message") else ""))
+        detail = " (%s)" % cached_info["message"] if cached_info.get("message") else ""
+        wrong.append("%s holds another certificate%s" % (cached_info.get("path"), detail))
     return _check(component, "stored", fingerprint and not wrong,
                   "; ".join(wrong) if fingerprint else "nothing served to compare the secret with")
 

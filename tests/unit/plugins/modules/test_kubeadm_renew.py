@@ -171,3 +171,19 @@ def test_a_broken_kubeconfig_fails_naming_it(run_module, node, edit, message):
     result = run_module(kubeadm_renew, rootfs=str(node))
     assert result["failed"] and message in result["msg"] and "client-key-data" not in result["msg"]
     assert digest(node) == before
+
+
+def test_a_key_that_no_longer_matches_its_cert_is_renewed_whatever_its_days_left(run_module, node):
+    """A run killed between the key's rename and the cert's leaves a new key beside the old cert: kube-apiserver would
+    refuse that pair at its next start, so the next ordinary run renews it though the cert has a year left."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    run_module(kubeadm_renew, rootfs=str(node))
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    (node / "etc/kubernetes/pki/apiserver.key").write_bytes(other)
+    result = run_module(kubeadm_renew, rootfs=str(node))
+    assert result["changed"] and [r["name"] for r in result["renewed"]] == ["apiserver"]
+    assert result["renewed"][0]["due_reason"] == ("/etc/kubernetes/pki/apiserver.key does not match its certificate (a "
+                                                  "renewal interrupted between key and certificate)")
+    assert run_module(kubeadm_renew, rootfs=str(node))["renewed"] == []
