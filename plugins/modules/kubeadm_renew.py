@@ -145,8 +145,8 @@ renewed:
   description:
     - Certificates renewed (or, in check mode, that would be), with old and new expiry, serial and lifetime
       (C(lifetime_days), C(new_lifetime_days), C(lifetime_reason)), and the method that renews each
-      (C(method) V(kubeadm) or V(native), C(method_reason)), and why it is due (C(due_reason): under the
-      threshold, V(force=true), or a key that does not match its certificate - a renewal interrupted between the
+      (C(method) V(kubeadm) or V(native), C(method_reason)), and why it is due (C(due_reason) - under the
+      threshold, V(force=true), or a key that does not match its certificate, from a renewal interrupted between the
       two, which is renewed whatever its days left).
     - After a failure, a certificate that kubeadm had half written (its key but not its certificate, say) is listed
       with C(partial) naming the files written and C(new_serial) null; the node's backup holds the pair.

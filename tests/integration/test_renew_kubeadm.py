@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -16,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import ansible, cn, days_left, listening, scheduler_that_never_comes_back, served, ssh, tree_digest, wait_for
+from labutil import REPO, ansible, ansible_env, cn, days_left, listening, scheduler_that_never_comes_back, served, ssh, tree_digest, wait_for
 
 import prober  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
 
@@ -262,3 +263,34 @@ def test_a_held_lock_stops_a_second_run_and_stays(fleet, tmp_path):
     finally:
         (lock / "owner").unlink()
         lock.rmdir()
+
+
+def test_a_run_killed_with_the_apiserver_parked_converges_on_the_next_ordinary_run(fleet, tmp_path):
+    """SIGKILL of ansible-playbook while kube-apiserver's manifest is parked on single-control-plane bravo: the API is
+    down and the lock stays. The next run, with no force and no manual step, takes the lock over (its run is gone),
+    puts the manifest back and ends with every control-plane component serving."""
+    node, address = "bravo-cp1", BRAVO["bravo-cp1"]
+    parked = fleet.node_root(node) / "etc/kubernetes/kubepki-parked/kube-apiserver.yaml"
+    run = subprocess.Popen(["ansible-playbook", "playbooks/renew.yml", "-i", str(fleet.output / "inventory.ini"), "-l", node,
+                            "-e", "kubepki_force=true", "-e", "kubepki_restart_policy=always", "-e", "report_dir=%s" % tmp_path],
+                           cwd=str(REPO), env=ansible_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not parked.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert parked.exists(), "the run ended before parking kube-apiserver's manifest"
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    wait_for(lambda: not listening(address, 6443), "the kubelet to stop kube-apiserver")
+    assert (fleet.node_root(node) / "var/lib/kubepki/renew.lock/owner").exists()
+
+    result = renew(fleet, tmp_path, "-l", node)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())      # the callback folds long messages
+    assert "bravo-cp1: taking over /var/lib/kubepki/renew.lock from a run that is gone (renewal started " in said
+    assert "put back /etc/kubernetes/manifests/kube-apiserver.yaml (parked by the restart of its component)" in said
+    assert days_left(served(address, 6443)) > 300 and not parked.exists()
+    assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
+    assert not list((fleet.node_root(node) / "etc/kubernetes").rglob("*.kubepki-tmp"))

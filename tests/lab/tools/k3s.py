@@ -16,7 +16,8 @@ Behaves as research/rancher.md describes, with the file layout of tests/lab/pki.
   watched: another HA server's renewal or regeneration is served too, with this server's names added. The datastore is
   kine on SQLite (server/db/state.db, or the file of --datastore-endpoint sqlite://<path> that HA servers share; table
   kine, key /registry/secrets/kube-system/k3s-serving, value "k8s\\0" + protobuf, §1.9). Listens on
-  --bind-address:6443 (the supervisor cert; k3s.yaml points there), 127.0.0.1:6444 (serving-kube-apiserver.crt, reloaded on change) and <node-ip>:10250 (kubelet).
+  --bind-address:6443 (the supervisor cert; k3s.yaml points there), 127.0.0.1:6444 (serving-kube-apiserver.crt,
+  reloaded on change) and <node-ip>:10250 (kubelet).
   The HTTP side answers health, /cacerts, /ping, and GET/DELETE of the k3s-serving secret with
   the discovery kubectl needs for `kubectl -n kube-system delete secret k3s-serving`; no client auth.
 - `k3s agent` re-issues its certs at every start and serves serving-kubelet.crt on :10250. A real
