@@ -3,8 +3,8 @@
 Each server has a network namespace of its own (lab.py), as each real server binds its apiserver to 127.0.0.1:6444.
 A regeneration on the first server reaches the second through the secret (dynamiclistener's watch); the second is
 then left alone, and every server must serve the cluster's new certificate, the one the secret holds and names in
-its fingerprint annotation. Its own lab (india, scenario serving_165d: 165 days left, outside k3s's window); the
-tests run in file order on one lab.
+its fingerprint annotation. Its own lab: india, and juliet, two RKE2 servers (v1.33.6+rke2r1), both in scenario
+serving_165d (165 days left, outside the window); the tests run in file order on one lab.
 """
 import base64
 import json
@@ -22,19 +22,23 @@ import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=
 import pki  # noqa: E402  # tests/lab is on sys.path through labutil  pylint: disable=wrong-import-position,wrong-import-order
 
 SERVERS = {"india-1": "10.213.0.11", "india-2": "10.213.0.12"}
+RKE2_SERVERS = {"juliet-1": "10.213.0.21", "juliet-2": "10.213.0.22"}
 CHECK_SECONDS = "run/kubepki-lab/k3s-check-seconds"
 
 
 @pytest.fixture(scope="module")
 def india(tmp_path_factory):
-    cluster = {"name": "india", "distribution": "k3s", "k3s_version": "v1.33.6+k3s1", "scenario": "serving_165d",
-               "nodes": [{"name": name, "role": "server", "address": address} for name, address in SERVERS.items()]}
+    clusters = [{"name": name, "distribution": program, f"{program}_version": f"v1.33.6+{program}{suffix}",
+                 "scenario": "serving_165d",
+                 "nodes": [{"name": node, "role": "server", "address": address} for node, address in servers.items()]}
+                for name, program, suffix, servers in (("india", "k3s", "1", SERVERS), ("juliet", "rke2", "r1", RKE2_SERVERS))]
     # no addresses to probe: this machine's default route answers any address off it; `up` checks the lab's /24 itself
-    yield from own_lab(tmp_path_factory, [cluster], [])
+    yield from own_lab(tmp_path_factory, clusters, [])
 
 
-def renew_k3s(lab, *args):
-    result = ansible(["ansible-playbook", "playbooks/renew_k3s.yml", "-i", str(lab.output / "inventory.ini"), *args])
+def renew_k3s(lab, *args, cluster="india"):
+    result = ansible(["ansible-playbook", "playbooks/renew_k3s.yml", "-i", str(lab.output / "inventory.ini"), "-l", cluster,
+                      *args])
     print(result.stdout[-6000:])
     return result
 
@@ -59,12 +63,12 @@ def pids(lab):
     return {name: ssh(lab, name, "systemctl show -p MainPID k3s").stdout.strip() for name in SERVERS}
 
 
-def served_all():
-    """What each server's supervisor port serves; None while it does not listen (restarting)."""
+def served_all(servers=None, port=6443):
+    """What each server's supervisor port serves; None while one does not listen (restarting)."""
     certs = {}
-    for name, address in SERVERS.items():
+    for name, address in (servers or SERVERS).items():
         try:
-            certs[name] = served(address, 6443)
+            certs[name] = served(address, port)
         except OSError:
             return None
     return certs
@@ -161,3 +165,17 @@ def test_running_servers_renew_a_secret_inside_their_window_without_a_restart(in
     result = renew_k3s(india)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("restart: nothing") == 2 and pids(india) == pid_before
+
+
+def test_an_rke2_regeneration_on_one_server_reaches_the_other(india):
+    """The same on RKE2 (v1.33.6+rke2r1): supervisor on :9345, the rke2-serving secret, unit rke2-server."""
+    old = served_all(RKE2_SERVERS, 9345)
+    assert len({sha1(c) for c in old.values()}) == 1
+    result = renew_k3s(india, "-e", "kubepki_threshold_days=200", cluster="juliet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[regenerate: " in result.stdout and "To do on juliet-2" in result.stdout
+    new = served_all(RKE2_SERVERS, 9345)
+    assert len({sha1(c) for c in new.values()}) == 1 and sha1(new["juliet-1"]) != sha1(old["juliet-1"])
+    assert days_left(new["juliet-2"]) > 360
+    found = json.loads(ssh(india, "juliet-2", "kubectl -n kube-system get secret rke2-serving -o json").stdout)
+    assert found["metadata"]["annotations"]["listener.cattle.io/fingerprint"] == "SHA1=" + sha1(new["juliet-2"])

@@ -57,6 +57,21 @@ def k3s_pid(lab):
     return ssh(lab, SERVER, "systemctl show -p MainPID k3s").stdout.strip()
 
 
+def restart_on_a_secret_with_100_days(lab):
+    """Stop k3s, store a k3s-serving secret with 100 days left, start k3s: ``(that secret, what k3s then serves)``."""
+    ssh(lab, SERVER, "systemctl stop k3s")
+    root = lab.node_root(SERVER)
+    cluster = k3s_tool.load_cluster(pki, root / DATA / "server/tls")
+    stored = pki.serving_secret(cluster, SERVER, ADDRESS, issued_at=pki.utc() - 265 * pki.DAY)
+    db = k3s_tool.kine(root / DATA)
+    try:
+        k3s_tool.kine_put(db, k3s_tool.SECRET_KEY, k3s_tool.secret_to_kine(stored))
+    finally:
+        db.close()
+    ssh(lab, SERVER, "systemctl start k3s")
+    return stored, wait_for(lambda: listening(ADDRESS, 6443) and served(ADDRESS, 6443), "k3s to serve again")
+
+
 def test_the_line_keeps_a_cert_outside_its_window_and_nothing_is_planned(golf):
     assert ssh(golf, SERVER, "k3s --version").stdout.startswith("k3s version v1.33.6+k3s1 (")
     assert 164 < days_left(served(ADDRESS, 6443)) < 166
@@ -165,17 +180,7 @@ def test_a_user_provided_cert_is_left_alone_even_with_force(golf):
 def test_a_restart_renews_a_secret_inside_the_window_on_its_key(golf):
     """Merge refuses a cert within ExpirationDaysCheck days (dynamiclistener v0.3.4): at start it is renewed on the
     stored key. (The secret loses its static mark here: a user-provided cert is never renewed.)"""
-    ssh(golf, SERVER, "systemctl stop k3s")
-    root = golf.node_root(SERVER)
-    cluster = k3s_tool.load_cluster(pki, root / DATA / "server/tls")
-    inside = pki.serving_secret(cluster, SERVER, ADDRESS, issued_at=pki.utc() - 265 * pki.DAY)     # 100 days left
-    db = k3s_tool.kine(root / DATA)
-    try:
-        k3s_tool.kine_put(db, k3s_tool.SECRET_KEY, k3s_tool.secret_to_kine(inside))
-    finally:
-        db.close()
-    ssh(golf, SERVER, "systemctl start k3s")
-    cert = wait_for(lambda: listening(ADDRESS, 6443) and served(ADDRESS, 6443), "k3s to serve again")
+    inside, cert = restart_on_a_secret_with_100_days(golf)
     assert days_left(cert) > 360
     stored = x509.load_pem_x509_certificate(base64.b64decode(inside["data"]["tls.crt"]))
     assert cert.public_key().public_numbers() == stored.public_key().public_numbers()
@@ -184,18 +189,8 @@ def test_a_restart_renews_a_secret_inside_the_window_on_its_key(golf):
 def test_a_release_before_the_120_day_window_keeps_a_cert_with_100_days_and_is_regenerated_past_it(golf):
     """k3s v1.29.15: dynamiclistener renews by itself (after the July 2022 fix) but within 90 days, not 120 (k3s#12232),
     and it does not create a deleted secret again (before dynamiclistener#202)."""
-    root = golf.node_root(SERVER)
-    (root / "run/kubepki-lab/k3s-version").write_text("v1.29.15+k3s1\n")
-    ssh(golf, SERVER, "systemctl stop k3s")
-    cluster = k3s_tool.load_cluster(pki, root / DATA / "server/tls")
-    outside = pki.serving_secret(cluster, SERVER, ADDRESS, issued_at=pki.utc() - 265 * pki.DAY)     # 100 days left
-    db = k3s_tool.kine(root / DATA)
-    try:
-        k3s_tool.kine_put(db, k3s_tool.SECRET_KEY, k3s_tool.secret_to_kine(outside))
-    finally:
-        db.close()
-    ssh(golf, SERVER, "systemctl start k3s")
-    kept = wait_for(lambda: listening(ADDRESS, 6443) and served(ADDRESS, 6443), "k3s to serve again")
+    (golf.node_root(SERVER) / "run/kubepki-lab/k3s-version").write_text("v1.29.15+k3s1\n")
+    _outside, kept = restart_on_a_secret_with_100_days(golf)
     assert 99 < days_left(kept) < 101
     uid = secret(golf)[0]
     result = renew_k3s(golf, "-e", "kubepki_threshold_days=110")

@@ -178,3 +178,25 @@ def test_generate_serving_certificate_edits_cluster_yml_and_refuses_a_malformed_
         path.write_text(original)
         for copy in path.parent.glob("cluster.yml.kubepki-*"):
             copy.unlink()
+
+
+def test_no_secret_of_cluster_yml_reaches_the_output_even_at_vvv(fleet):
+    """cluster.yml can hold an inline ssh_key and registry passwords: the diff shows only the key that changes, and no
+    private key marker reaches the play's output at -vvv."""
+    path = cluster_yml(fleet)
+    original = path.read_text()
+    password = "s3cret-registry-pw-%d" % os.getpid()
+    planted_key = "-----BEGIN OPENSSH PRIVATE KEY-----\n  b3BlbnNzaC1rZXktdjEAAAAAplantedkey%d\n  -----END OPENSSH PRIVATE KEY-----" % os.getpid()
+    path.write_text(original + "ssh_key: |-\n  %s\nprivate_registries:\n  - url: registry.example.com\n    user: ci\n"
+                               "    password: %s\n" % (planted_key, password))
+    try:
+        result = renew(fleet, "-vvv", "--diff", "-e", "kubepki_force=true", "-e",
+                       "kubepki_kubelet_fix_mode=generate_serving_certificate", "-e", "kubepki_rke_cluster_yml=%s" % path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        output = result.stdout + result.stderr
+        assert "generate_serving_certificate" in output and "plantedkey" not in output and password not in output
+        assert "PRIVATE KEY" not in output
+    finally:
+        path.write_text(original)
+        for copy in path.parent.glob("cluster.yml.kubepki-*"):
+            copy.unlink()

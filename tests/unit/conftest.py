@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 
+import shutil
+
 import pytest
 
 from ansible_collections.kubepki.fleet.tests.lab import pki
@@ -30,6 +32,14 @@ def kubeadm_tree(tmp_path_factory):
     pki.build_kubeadm_control_plane(root / "cp1", cluster, "cp1", "10.0.0.11", now=NOW, init_node=True,
                                     leaf_issued_at=NOW - 345 * DAY)
     pki.build_kubeadm_worker(root / "w1", cluster, "w1", now=NOW)
+    return root
+
+
+@pytest.fixture
+def kubeadm_node(kubeadm_tree, tmp_path):
+    """A copy of kubeadm_tree's init node, for a test to change."""
+    root = tmp_path / "cp1"
+    shutil.copytree(kubeadm_tree / "cp1", root, symlinks=True)
     return root
 
 

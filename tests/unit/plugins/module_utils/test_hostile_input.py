@@ -101,8 +101,14 @@ def _fifo(path):
 
 
 def _socket(path):
+    # bound by its name from its own directory: a full tmp path can exceed AF_UNIX's 108 bytes
     sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(path))
+    cwd = os.getcwd()
+    os.chdir(os.path.dirname(str(path)))
+    try:
+        sock.bind(os.path.basename(str(path)))
+    finally:
+        os.chdir(cwd)
     return sock
 
 

@@ -22,10 +22,8 @@ def digest(root):
 
 
 @pytest.fixture
-def node(kubeadm_tree, tmp_path):
-    root = tmp_path / "cp1"
-    shutil.copytree(kubeadm_tree / "cp1", root, symlinks=True)
-    return root
+def node(kubeadm_node):
+    return kubeadm_node
 
 
 def test_check_mode_plans_and_writes_nothing(run_module, node):

@@ -16,10 +16,8 @@ MANIFESTS, PARKED = "etc/kubernetes/manifests", "etc/kubernetes/kubepki-parked"
 
 
 @pytest.fixture
-def node(kubeadm_tree, tmp_path):
-    root = tmp_path / "cp1"
-    shutil.copytree(kubeadm_tree / "cp1", root, symlinks=True)
-    return root
+def node(kubeadm_node):
+    return kubeadm_node
 
 
 def test_a_parked_manifest_and_leftover_temp_files_from_a_killed_run(run_module, node):
