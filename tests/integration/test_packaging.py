@@ -76,7 +76,7 @@ def artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     env = dict(os.environ, ANSIBLE_CONFIG=str(checkout / "ansible.cfg"))
     result = subprocess.run([galaxy(), "collection", "build", "--output-path", str(out), str(checkout)],
-                            cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=checkout, env=env, capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     (built_artifact,) = out.glob("kubepki-fleet-*.tar.gz")
     return built_artifact
@@ -116,7 +116,7 @@ def test_check_playbook_writes_the_report_where_it_runs(artifact, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_NOCOLOR="1")
     result = subprocess.run([galaxy(), "collection", "install", "-p", str(collections), str(artifact)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     installed = collections / "ansible_collections" / "kubepki" / "fleet"
     before = sorted(p for p in installed.rglob("*") if "__pycache__" not in p.parts)
@@ -131,7 +131,7 @@ def test_check_playbook_writes_the_report_where_it_runs(artifact, tmp_path):
     playbook = Path(galaxy()).with_name("ansible-playbook")
     result = subprocess.run([str(playbook), "kubepki.fleet.check", "-i", "inventory.ini", "-e", "kubepki_probe=false",
                              "-e", "kubepki_become=false"], cwd=workdir, env=dict(env, PWD=str(workdir)),
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, check=False, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(p.name for p in (workdir / "report").iterdir()) == ["kubepki-report.json", "kubepki-report.md", "kubepki.prom"]
     assert sorted(p for p in installed.rglob("*") if "__pycache__" not in p.parts) == before
