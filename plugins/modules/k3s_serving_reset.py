@@ -46,6 +46,7 @@ author:
 extends_documentation_fragment:
   - kubepki.fleet._attributes
   - kubepki.fleet._common
+  - kubepki.fleet._nodelock
 attributes:
   check_mode:
     support: full
@@ -262,7 +263,7 @@ import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _k3s, _managers, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _k3s, _managers, _nodelock, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 
@@ -299,12 +300,13 @@ def main():
         server = _k3s.find_server(NodeFS(params["rootfs"]), params["program"])
         binary = _binary(module, server.program)
         version = params["version"] or (module.run_command([binary, "--version"])[1] if binary else None)
-        result = _k3s.reset(server, now, clock, module.check_mode, threshold_days=params["threshold_days"],
-                            force=params["force"], probe_host=params["probe_host"],
-                            supervisor_port=params["supervisor_port"], api_url=params["api_url"],
-                            timeout=params["timeout"], method=params["method"], window_days=params["renew_window_days"],
-                            version_output=version, binary=binary, run_command=module.run_command,
-                            managed_by=[] if params["renew_managed"] else _managers.from_files(server.fs))
+        with _nodelock.renewal_lock(module, server.fs, "k3s_serving_reset"):
+            result = _k3s.reset(server, now, clock, module.check_mode, threshold_days=params["threshold_days"],
+                                force=params["force"], probe_host=params["probe_host"],
+                                supervisor_port=params["supervisor_port"], api_url=params["api_url"],
+                                timeout=params["timeout"], method=params["method"], window_days=params["renew_window_days"],
+                                version_output=version, binary=binary, run_command=module.run_command,
+                                managed_by=[] if params["renew_managed"] else _managers.from_files(server.fs))
     except (_k3s.ResetError, _x509.CertError) as exc:
         module.fail_json(msg=str(exc), changed=getattr(exc, "changed", False))
 

@@ -31,6 +31,7 @@ author:
 extends_documentation_fragment:
   - kubepki.fleet._attributes
   - kubepki.fleet._common
+  - kubepki.fleet._nodelock
 attributes:
   check_mode:
     support: full
@@ -265,7 +266,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _managers, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _managers, _nodelock, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography, assert_yaml
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 from ansible_collections.kubepki.fleet.plugins.module_utils._sign import SigningError
@@ -319,57 +320,59 @@ def main():
         configured = _kubeadm.certificate_validity_period(config, params["kubeadm_config"])
     except CertError as exc:
         module.fail_json(msg="kubeadm_config: %s; nothing was changed" % exc)
-    try:
-        now = _x509.parse_time(params["now"]) if params["now"] else clock
-        due, skipped = _kubeadm.plan(fs, now, params["threshold_days"], params["force"], params["certs"],
-                                     params["validity_days"], params["repair_kubelet_conf"], configured)
-    except (SigningError, _kubeadm.UsageError) as exc:
-        module.fail_json(msg=str(exc))
-    except CertError as exc:
-        module.fail_json(msg="cannot read what to renew: %s. Renewal copies subject, SANs and usages from the current "
-                             "certificate: restore it from a backup (playbooks/rollback.yml) first; nothing was changed" % exc)
-
-    kubeadm = _kubeadm_cli(module)
-    method = "kubeadm" if kubeadm else "native"
-    if kubeadm:
-        kubeadm.route(due, configured, config, params["kubeadm_config"])
-    managers = _managers.find(fs)
-    if managers and not params["renew_managed"]:
-        module.exit_json(changed=False, renewed=[], skipped_certs=[], restart=[], restart_plan=[], reloads=[], method=method,
-                         kubeadm_version=kubeadm.version_text if kubeadm else None,
-                         managed_by=managers,
-                         msg="left alone: %s. Renewing underneath it would fight it; let it renew, or set renew_managed=true "
-                             "to renew anyway" % "; ".join("%s (%s)" % (m["manager"], m["detail"]) for m in managers))
-    # a copied tree (rootfs other than /) serves nothing
-    down = _kubeadm.not_serving(fs, params["probe_host"]) if due and params["probe"] and params["rootfs"] == "/" else []
-    restart_plan, reloads = _kubeadm.restart_plan(fs, [item.name for item in due], params["restart_policy"], down)
-    if module.check_mode:
-        renewed = []
-        for item in due:
-            summary = item.summary(now)
-            summary.update(new_not_after=_x509.iso(item.predicted_not_after), new_serial=None)
-            renewed.append(summary)
-    else:
-        renewed = []
+    # held from the plan on: a run that waited plans on what the other one renewed
+    with _nodelock.renewal_lock(module, fs, "kubeadm_renew"):
         try:
-            _kubeadm.apply(fs, due, clock, renewed, kubeadm)
-        except Exception as exc:  # pylint: disable=broad-except  # whatever it is, say what was already written
-            written = ", ".join(r["name"] + (" (%s)" % r["partial"] if r.get("partial") else "") for r in renewed)
-            module.fail_json(msg="renewal failed: %s; %s. Each cert and key pair is replaced atomically: restore the "
-                                 "node's backup (playbooks/rollback.yml), or fix the cause and run again"
-                                 % (exc, "written before the failure: " + written if written else "nothing was written"),
-                             changed=bool(renewed), renewed=renewed, restart=[r["component"] for r in restart_plan],
-                             exception=traceback.format_exc())
+            now = _x509.parse_time(params["now"]) if params["now"] else clock
+            due, skipped = _kubeadm.plan(fs, now, params["threshold_days"], params["force"], params["certs"],
+                                         params["validity_days"], params["repair_kubelet_conf"], configured)
+        except (SigningError, _kubeadm.UsageError) as exc:
+            module.fail_json(msg=str(exc))
+        except CertError as exc:
+            module.fail_json(msg="cannot read what to renew: %s. Renewal copies subject, SANs and usages from the current "
+                                 "certificate: restore it from a backup (playbooks/rollback.yml) first; nothing was changed" % exc)
 
-    result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, method=method, managed_by=managers,
-                  kubeadm_version=kubeadm.version_text if kubeadm else None,
-                  restart=[r["component"] for r in restart_plan], restart_plan=restart_plan, reloads=reloads)
-    if module._diff:
-        result["diff"] = {
-            "before": {r["name"]: {"not_after": r["not_after"], "serial": r["serial"]} for r in renewed},
-            "after": {r["name"]: {"not_after": r["new_not_after"], "serial": r["new_serial"] or "(new)"} for r in renewed},
-        }
-    module.exit_json(**result)
+        kubeadm = _kubeadm_cli(module)
+        method = "kubeadm" if kubeadm else "native"
+        if kubeadm:
+            kubeadm.route(due, configured, config, params["kubeadm_config"])
+        managers = _managers.find(fs)
+        if managers and not params["renew_managed"]:
+            module.exit_json(changed=False, renewed=[], skipped_certs=[], restart=[], restart_plan=[], reloads=[], method=method,
+                             kubeadm_version=kubeadm.version_text if kubeadm else None,
+                             managed_by=managers,
+                             msg="left alone: %s. Renewing underneath it would fight it; let it renew, or set renew_managed=true "
+                                 "to renew anyway" % "; ".join("%s (%s)" % (m["manager"], m["detail"]) for m in managers))
+        # a copied tree (rootfs other than /) serves nothing
+        down = _kubeadm.not_serving(fs, params["probe_host"]) if due and params["probe"] and params["rootfs"] == "/" else []
+        restart_plan, reloads = _kubeadm.restart_plan(fs, [item.name for item in due], params["restart_policy"], down)
+        if module.check_mode:
+            renewed = []
+            for item in due:
+                summary = item.summary(now)
+                summary.update(new_not_after=_x509.iso(item.predicted_not_after), new_serial=None)
+                renewed.append(summary)
+        else:
+            renewed = []
+            try:
+                _kubeadm.apply(fs, due, clock, renewed, kubeadm)
+            except Exception as exc:  # pylint: disable=broad-except  # whatever it is, say what was already written
+                written = ", ".join(r["name"] + (" (%s)" % r["partial"] if r.get("partial") else "") for r in renewed)
+                module.fail_json(msg="renewal failed: %s; %s. Each cert and key pair is replaced atomically: restore the "
+                                     "node's backup (playbooks/rollback.yml), or fix the cause and run again"
+                                     % (exc, "written before the failure: " + written if written else "nothing was written"),
+                                 changed=bool(renewed), renewed=renewed, restart=[r["component"] for r in restart_plan],
+                                 exception=traceback.format_exc())
+
+        result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, method=method, managed_by=managers,
+                      kubeadm_version=kubeadm.version_text if kubeadm else None,
+                      restart=[r["component"] for r in restart_plan], restart_plan=restart_plan, reloads=reloads)
+        if module._diff:
+            result["diff"] = {
+                "before": {r["name"]: {"not_after": r["not_after"], "serial": r["serial"]} for r in renewed},
+                "after": {r["name"]: {"not_after": r["new_not_after"], "serial": r["new_serial"] or "(new)"} for r in renewed},
+            }
+        module.exit_json(**result)
 
 
 if __name__ == "__main__":

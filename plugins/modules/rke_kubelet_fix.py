@@ -29,11 +29,14 @@ description:
     C(--tls-cert-file) in the C(extra_args) of cluster.yml, C(kubelet-server-current.pem)), when kubelet.crt is
     absent, and when cluster.yml is missing, is not valid YAML, or uses flow style or anchors where the key goes.
   - Backups are the caller's business (role C(kubepki.fleet.fix_rke_kubelet)); the renamed files stay in place.
+  - Only O(mode=regenerate) takes the node lock (see the notes); O(mode=generate_serving_certificate) edits a
+    cluster.yml, usually on the workstation that runs C(rke up), where no renewal runs.
 author:
   - kubepki.fleet contributors (@kubepki)
 extends_documentation_fragment:
   - kubepki.fleet._attributes
   - kubepki.fleet._common
+  - kubepki.fleet._nodelock
 attributes:
   check_mode:
     support: full
@@ -226,7 +229,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _rke, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _nodelock, _rke, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import read_node_file
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
@@ -251,12 +254,14 @@ def regenerate(module, fs, clock, now):
     if params["cluster_yml"]:
         config = _read_cluster_yml(module, fs)[2]
         tls_cert_file = _rke.kubelet_tls_cert_file(config)
-    served = _rke.probe_served(params["probe_host"], params["port"], now, params["probe_timeout"]) if params["probe"] else None
-    try:
-        due, skipped = _rke.plan_regenerate(fs, now, params["threshold_days"], params["force"], served, tls_cert_file)
-        moved = _rke.move_aside(fs, clock) if due and not module.check_mode else []
-    except _rke.FixError as exc:
-        module.fail_json(msg=str(exc), served=served)
+    # held from the probe on: a run that waited sees the pair the other one moved aside
+    with _nodelock.renewal_lock(module, fs, "rke_kubelet_fix"):
+        served = _rke.probe_served(params["probe_host"], params["port"], now, params["probe_timeout"]) if params["probe"] else None
+        try:
+            due, skipped = _rke.plan_regenerate(fs, now, params["threshold_days"], params["force"], served, tls_cert_file)
+            moved = _rke.move_aside(fs, clock) if due and not module.check_mode else []
+        except _rke.FixError as exc:
+            module.fail_json(msg=str(exc), served=served)
     for item in due:
         item["new_not_after"] = NEW_AT_RESTART
     result = dict(changed=bool(due), renewed=due, skipped_certs=skipped, moved=moved, restart=["kubelet"] if due else [],

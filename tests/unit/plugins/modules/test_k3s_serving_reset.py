@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.kubepki.fleet.plugins.module_utils import _nodelock
 from ansible_collections.kubepki.fleet.plugins.modules import k3s_serving_reset
 from ansible_collections.kubepki.fleet.tests.unit.conftest import DAY, NOW
 from ansible_collections.kubepki.fleet.tests.unit.plugins.module_utils.test_k3s import LEGACY, K3sNode, digest
+from ansible_collections.kubepki.fleet.tests.unit.plugins.module_utils.test_nodelock import held_by_another_process
 
 
 @pytest.fixture
@@ -43,6 +45,18 @@ def test_reset_then_a_second_run_changes_nothing(run_module, node):
     second = run_module(k3s_serving_reset, **args(node))
     assert (second["changed"], second["renewed"], second["restart"], second["in_sync"]) == (False, [], [], True)
     assert digest(node.root) == after
+
+
+def test_a_real_run_waits_for_the_node_lock_then_fails_naming_the_holder(run_module, node, monkeypatch):
+    monkeypatch.setattr(_nodelock, "WAIT_SECONDS", 0.5)
+    before = digest(node.root)
+    with held_by_another_process(node.root) as holder:
+        planned = run_module(k3s_serving_reset, _ansible_check_mode=True, **args(node))
+        result = run_module(k3s_serving_reset, **args(node))
+    assert planned["changed"] and planned["restart"] == ["k3s"]
+    assert result["failed"] and "another kubepki renewal runs on this node (pid %d since " % holder.pid in result["msg"]
+    assert digest(node.root) == before and node.api.secret is not None
+    assert run_module(k3s_serving_reset, **args(node))["secret"]["deleted"]
 
 
 def test_leaves_are_moved_aside_on_a_copied_tree(run_module, tmp_path):

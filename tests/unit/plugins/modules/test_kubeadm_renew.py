@@ -12,13 +12,18 @@ import shutil
 
 import pytest
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _files
+from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _nodelock
 from ansible_collections.kubepki.fleet.plugins.modules import kubeadm_renew
+from ansible_collections.kubepki.fleet.tests.unit.plugins.module_utils.test_nodelock import held_by_another_process
+
+LOCK = _nodelock.LOCK_PATH.lstrip("/")
 
 
 def digest(root):
+    """sha256 of every file under ``root`` but links and the node lock, which a real run leaves behind (empty)."""
     return {os.path.relpath(os.path.join(d, f), root): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
-            for d, _dirs, files in os.walk(root) for f in files if not os.path.islink(os.path.join(d, f))}
+            for d, _dirs, files in os.walk(root) for f in files
+            if not os.path.islink(os.path.join(d, f)) and os.path.join(d, f) != os.path.join(root, LOCK)}
 
 
 @pytest.fixture
@@ -46,6 +51,19 @@ def test_renew_then_second_run_changes_nothing(run_module, node):
     second = run_module(kubeadm_renew, rootfs=str(node))
     assert (second["changed"], second["renewed"], second["restart"]) == (False, [], [])
     assert digest(node) == after_first
+
+
+def test_a_real_run_waits_for_the_node_lock_then_fails_naming_the_holder(run_module, node, monkeypatch):
+    monkeypatch.setattr(_nodelock, "WAIT_SECONDS", 0.5)
+    before = digest(node)
+    with held_by_another_process(node) as holder:
+        planned = run_module(kubeadm_renew, rootfs=str(node), _ansible_check_mode=True)
+        result = run_module(kubeadm_renew, rootfs=str(node))
+    assert planned["changed"] and len(planned["renewed"]) == 11  # check mode writes nothing, the lock included
+    assert result["failed"] and "another kubepki renewal runs on this node (pid %d since " % holder.pid in result["msg"]
+    assert digest(node) == before
+    renewed = run_module(kubeadm_renew, rootfs=str(node))
+    assert renewed["changed"] and oct(os.stat(node / LOCK).st_mode & 0o777) == "0o600" and (node / LOCK).read_bytes() == b""
 
 
 def test_refusal_fails_with_what_to_do(run_module, node):

@@ -14,20 +14,25 @@ import stat
 import pytest
 import yaml
 
+from ansible_collections.kubepki.fleet.plugins.module_utils import _nodelock
 from ansible_collections.kubepki.fleet.plugins.modules import rke_kubelet_fix
 from ansible_collections.kubepki.fleet.tests.lab import pki
+from ansible_collections.kubepki.fleet.tests.unit.plugins.module_utils.test_nodelock import held_by_another_process
 
 PKI_DIR = "var/lib/kubelet/pki"
 # Nothing listens there: probing it is quick and says so.
 CLOSED_PORT = 1
+LOCK = _nodelock.LOCK_PATH.lstrip("/")
 
 
 def digest(root):
-    """Content and mode of every file under ``root``."""
+    """Content and mode of every file under ``root`` but the node lock, which a real run leaves behind (empty)."""
     result = {}
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             path = os.path.join(dirpath, name)
+            if path == os.path.join(root, LOCK):
+                continue
             with open(path, "rb") as handle:
                 result[os.path.relpath(path, root)] = (hashlib.sha256(handle.read()).hexdigest(), stat.S_IMODE(os.stat(path).st_mode))
     return result
@@ -59,6 +64,18 @@ def restart_kubelet(root, now):
     leaf, ca = pki.self_signed_serving("10.0.1.11", now)
     pki.write_file(root / PKI_DIR / "kubelet.crt", pki.cert_pem(leaf.cert, ca.cert), 0o644)
     pki.write_file(root / PKI_DIR / "kubelet.key", pki.key_pem(leaf.key), 0o600)
+
+
+def test_a_real_regenerate_waits_for_the_node_lock_then_fails_naming_the_holder(run_module, node, monkeypatch):
+    monkeypatch.setattr(_nodelock, "WAIT_SECONDS", 0.5)
+    before = digest(node)
+    with held_by_another_process(node) as holder:
+        planned = fix(run_module, node, _ansible_check_mode=True)
+        result = fix(run_module, node)
+    assert planned["changed"] and planned["restart"] == ["kubelet"]
+    assert result["failed"] and "another kubepki renewal runs on this node (pid %d since " % holder.pid in result["msg"]
+    assert digest(node) == before
+    assert fix(run_module, node)["moved"]
 
 
 def test_regenerate_moves_the_pair_aside_and_asks_for_a_kubelet_restart(run_module, node, now):
