@@ -25,6 +25,7 @@ author:
 extends_documentation_fragment:
   - kubepki.fleet._attributes
   - kubepki.fleet._common
+  - kubepki.fleet._nodelock
 attributes:
   check_mode:
     support: full
@@ -90,7 +91,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _recover
+from ansible_collections.kubepki.fleet.plugins.module_utils import _nodelock, _recover
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 
 
@@ -106,22 +107,24 @@ def main():
     fs = NodeFS(module.params["rootfs"])
     if fs.missing_root():
         module.fail_json(msg=fs.missing_root())
-    try:
-        found = _recover.find(fs, module.params["manifest_dir"], module.params["park_dir"])
-    except OSError as exc:
-        module.fail_json(msg="cannot look for what an interrupted renewal left: %s; nothing was changed" % exc)
-    changed = bool(found["put_back"] or found["removed"])
-    result = dict(changed=changed, **found)
-    if module._diff and changed:
-        result["diff"] = {"before": {"parked": [m["from"] for m in found["put_back"]], "leftovers": found["removed"]},
-                          "after": {"put_back": [m["to"] for m in found["put_back"]], "leftovers": []}}
-    if changed and not module.check_mode:
-        done = []
+    # under the node lock (a real run): a renewal module running meanwhile may be staging the temp files found here
+    with _nodelock.renewal_lock(module, fs, "recover"):
         try:
-            _recover.apply(fs, found, done)
+            found = _recover.find(fs, module.params["manifest_dir"], module.params["park_dir"])
         except OSError as exc:
-            module.fail_json(msg="while recovering, %s; done so far: %s. Fix the cause and run again"
-                             % (exc, ", ".join(done) or "nothing"), exception=traceback.format_exc(), **result)
+            module.fail_json(msg="cannot look for what an interrupted renewal left: %s; nothing was changed" % exc)
+        changed = bool(found["put_back"] or found["removed"])
+        result = dict(changed=changed, **found)
+        if module._diff and changed:
+            result["diff"] = {"before": {"parked": [m["from"] for m in found["put_back"]], "leftovers": found["removed"]},
+                              "after": {"put_back": [m["to"] for m in found["put_back"]], "leftovers": []}}
+        if changed and not module.check_mode:
+            done = []
+            try:
+                _recover.apply(fs, found, done)
+            except OSError as exc:
+                module.fail_json(msg="while recovering, %s; done so far: %s. Fix the cause and run again"
+                                 % (exc, ", ".join(done) or "nothing"), exception=traceback.format_exc(), **result)
     module.exit_json(**result)
 
 
