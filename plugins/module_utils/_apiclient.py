@@ -14,6 +14,8 @@ signature only: an expired apiserver certificate must not stop a repair or a ver
 from __future__ import annotations
 
 import http.client
+import json
+import os
 import socket
 import ssl
 from urllib.parse import urlsplit
@@ -40,8 +42,22 @@ def client_context(cert_path, key_path):
     return context
 
 
-def request(url, path, context, ca, method="GET", timeout=10.0):
-    """``(status, body)`` of ``method path`` at ``url``."""
+def memory_context(cert_pem, key_pem):
+    """Like client_context for PEM bytes (a kubeconfig's ``*-data``): loaded through memfds, so the key is never
+    written to a file."""
+    fds = []
+    try:
+        for data in (cert_pem, key_pem):
+            fds.append(os.memfd_create("kubepki-client", os.MFD_CLOEXEC))
+            os.write(fds[-1], data)
+        return client_context(*("/proc/self/fd/%d" % fd for fd in fds))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def request(url, path, context, ca, method="GET", timeout=10.0, body=None):
+    """``(status, body)`` of ``method path`` at ``url``; ``body``, when given, is sent as JSON."""
     parts = urlsplit(url)
     conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=context, timeout=timeout)
     try:
@@ -53,7 +69,11 @@ def request(url, path, context, ca, method="GET", timeout=10.0):
         if not _x509.signed_by(peer, ca):
             raise NotOurServer(peer.subject.rfc4514_string())
         try:
-            conn.request(method, path, headers={"Accept": "application/json"})
+            headers = {"Accept": "application/json"}
+            if body is not None:
+                body = json.dumps(body).encode("utf-8")
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             return response.status, response.read()
         except (OSError, http.client.HTTPException, socket.timeout) as exc:

@@ -10,7 +10,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -263,6 +265,117 @@ def test_a_held_lock_stops_a_second_run_and_stays(fleet, tmp_path):
     finally:
         (lock / "owner").unlink()
         lock.rmdir()
+
+
+def lease_holder(lab):
+    """Who holds alpha's renewal Lease, read with real kubectl."""
+    got = subprocess.run(["kubectl", "--kubeconfig", str(lab.node_root("alpha-cp1") / "etc/kubernetes/admin.conf"), "-n", "kube-system",
+                          "get", "lease", "kubepki-renewal", "-o", "jsonpath={.spec.holderIdentity}"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return got.stdout
+
+
+def hold_lease(lab, holder):
+    """alpha's renewal Lease as another run left it: claimed now, for 30 minutes."""
+    kubectl = ["kubectl", "--kubeconfig", str(lab.node_root("alpha-cp1") / "etc/kubernetes/admin.conf"), "-n", "kube-system"]
+    subprocess.run(kubectl + ["delete", "lease", "kubepki-renewal", "--ignore-not-found"], capture_output=True, timeout=60, check=True)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "kubepki-renewal"},
+             "spec": {"holderIdentity": holder, "leaseDurationSeconds": 1800, "acquireTime": now, "renewTime": now}}
+    created = subprocess.run(kubectl + ["create", "--validate=false", "-f", "-"], input=json.dumps(lease), capture_output=True, text=True, timeout=60,
+                             check=False)
+    assert created.returncode == 0, created.stderr
+
+
+def test_concurrent_slices_renew_one_control_plane_of_a_cluster_at_a_time(fleet, tmp_path):
+    """AWX job slicing puts alpha-cp1 and alpha-cp2 in two jobs that run at once. Each job sees one control plane of
+    alpha, so on its own it would renew it at once; the Lease kube-system/kubepki-renewal in alpha's API keeps the two
+    control-plane transactions apart. A transaction is the spell of the node's lock directory in which the backup
+    with the etcd snapshot appears (the node lock is also held, briefly, by recover and the kubelet's own renewal,
+    which are node-local)."""
+    nodes = ("alpha-cp1", "alpha-cp2")
+    before = {node: served(ALPHA[node], 6443).fingerprint(hashes.SHA256()) for node in nodes}
+    spells = {node: [] for node in nodes}       # [start, end] of each spell of the lock directory
+    born = {node: {} for node in nodes}         # backup directory -> when it appeared
+    stop = threading.Event()
+
+    def backups(node):
+        directory = fleet.node_root(node) / "var/lib/kubepki/backups"
+        return set(os.listdir(directory)) if directory.exists() else set()
+
+    old = {node: backups(node) for node in nodes}
+
+    def watch():
+        while not stop.is_set():
+            moment = time.monotonic()
+            for node in nodes:
+                root = fleet.node_root(node) / "var/lib/kubepki"
+                held = (root / "renew.lock").exists()
+                if held and (not spells[node] or spells[node][-1][1] is not None):
+                    spells[node].append([moment, None])
+                elif not held and spells[node] and spells[node][-1][1] is None:
+                    spells[node][-1][1] = moment
+                for name in backups(node) - old[node] - set(born[node]):
+                    born[node][name] = moment
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        runs = {node: subprocess.Popen(["ansible-playbook", "playbooks/renew.yml", "-i", str(fleet.output / "inventory.ini"), "-l", node,
+                                        "-e", "kubepki_force=true", "-e", json.dumps({"kubepki_certs": ["apiserver"]}),
+                                        "-e", "report_dir=%s" % (tmp_path / node)],
+                                       cwd=str(REPO), env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for node in nodes}
+        outputs = {node: run.communicate(timeout=900)[0] for node, run in runs.items()}
+    finally:
+        stop.set()
+        watcher.join()
+    for node, run in runs.items():
+        assert run.returncode == 0, outputs[node][-4000:]
+    transactions = {}
+    for node in nodes:
+        directory = fleet.node_root(node) / "var/lib/kubepki/backups"
+        births = [moment for name, moment in born[node].items() if (directory / name / "etcd-snapshot.db").exists()]
+        assert len(births) == 1, (node, born[node])
+        transactions[node] = next(s for s in spells[node] if s[0] <= births[0] and (s[1] or 1e12) >= births[0])
+    print("control-plane transactions (s after the first): %s" % {
+        node: ["%.1f" % (t - min(s[0] for s in transactions.values())) for t in spell] for node, spell in transactions.items()})
+    first, second = sorted(transactions.values())
+    assert first[1] is not None and first[1] <= second[0], "both control planes of alpha were renewed at once"
+    said = " ".join(" ".join(outputs.values()).split())
+    assert re.search(r"alpha-cp\d: waiting \(at most 3600 s\) for lease kube-system/kubepki-renewal, held by alpha-cp\d from ", said)
+    for node in nodes:
+        assert served(ALPHA[node], 6443).fingerprint(hashes.SHA256()) != before[node], node
+    assert lease_holder(fleet) == ""
+
+
+def test_a_lease_of_a_gone_run_is_taken_over_and_a_live_one_waited_for(fleet, tmp_path):
+    node = "alpha-cp3"
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    gone = "alpha-cp1 from %s (ansible-playbook pid %d)" % (socket.gethostname(), ended.pid)
+    hold_lease(fleet, gone)
+    result = renew(fleet, tmp_path, "-l", node, "-e", "kubepki_force=true", "-e", json.dumps({"kubepki_certs": ["apiserver"]}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert "alpha-cp3: taking over lease kube-system/kubepki-renewal, held by %s until " % gone in said
+    assert "alpha-cp3: took lease kube-system/kubepki-renewal over from %s" % gone in said
+    assert lease_holder(fleet) == ""
+
+    live = "alpha-cp1 from awx-7 (ansible-playbook pid 4711)"    # another controller's run, whose claim runs
+    hold_lease(fleet, live)
+    before = digest(fleet, [node])
+    try:
+        result = renew(fleet, tmp_path, "-l", node, "-e", "kubepki_force=true", "-e", "lock_cluster_wait_seconds=10")
+        assert result.returncode != 0
+        said = " ".join(result.stdout.split())
+        assert "alpha-cp3: lease kube-system/kubepki-renewal is still held by %s after 10 s" % live in said
+        assert "kubectl -n kube-system delete lease kubepki-renewal" in said
+        assert digest(fleet, [node]) == before
+        assert lease_holder(fleet) == live
+    finally:
+        hold_lease(fleet, "")
 
 
 def test_a_run_killed_with_the_apiserver_parked_converges_on_the_next_ordinary_run(fleet, tmp_path):
