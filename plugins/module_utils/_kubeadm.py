@@ -115,12 +115,11 @@ def _load_kubeconfig(fs, path):
 def _leaf(data, what):
     """The certificate to renew in ``data``: its first block, refused when that is a CA (a chain written the
     wrong way round), since renewal copies subject and usages from it and would issue a CA in its place."""
-    cert = _x509.load_certificates(data, what)[0]
-    if _x509.is_ca(cert):
-        raise CertError("%s starts with a CA certificate (%s), not its own: kubeadm writes the certificate alone, or "
-                        "first in a chain. Put it first (or restore the file from a backup)"
-                        % (what, cert.subject.rfc4514_string()))
-    return cert
+    certs = _x509.load_certificates(data, what)
+    problem = _x509.ca_first(certs, what)
+    if problem:
+        raise CertError(problem)
+    return certs[0]
 
 
 def _embedded_leaf(user, path):

@@ -297,6 +297,29 @@ def is_ca(cert):
     return bool(ext is not None and ext.ca)
 
 
+def own_index(certs):
+    """Index of the certificate a leaf's file holds for itself: the first, or, in a chain written the wrong way
+    round (CA first), the first non-CA after it; None when it holds only CAs."""
+    return next((index for index, cert in enumerate(certs) if not is_ca(cert)), None)
+
+
+def ca_first(certs, what):
+    """Why the file ``what`` of a leaf certificate is unusable when its chain ``certs`` starts with a CA, else None.
+
+    Go's tls.X509KeyPair takes the first certificate as the leaf and checks the key against it (go
+    src/crypto/tls/tls.go); kube-apiserver (k8s.io/apiserver dynamiccertificates dynamic_serving_content.go
+    loadCertKeyPair) and client-go (transport/transport.go TLSConfigFor) load their pairs with it.
+    """
+    if not is_ca(certs[0]):
+        return None
+    ca, own = certs[0].subject.rfc4514_string(), own_index(certs)
+    if own is None:
+        return "%s starts with a CA certificate (%s) and holds no certificate of its own: restore it from a backup" % (what, ca)
+    return ("%s starts with a CA certificate (%s) before its own (%s): Kubernetes components take a file's first "
+            "certificate as theirs (Go tls.X509KeyPair) and do not load this one with the leaf's key. Put the leaf "
+            "first, then its CA (or restore the file from a backup)" % (what, ca, certs[own].subject.rfc4514_string()))
+
+
 def describe(cert):
     """The facts of one certificate that do not depend on time or on other certificates."""
     cns = _name_values(cert.subject, NameOID.COMMON_NAME)

@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _nodelock
-from ansible_collections.kubepki.fleet.plugins.modules import kubeadm_renew
+from ansible_collections.kubepki.fleet.plugins.modules import cert_facts, kubeadm_renew
 from ansible_collections.kubepki.fleet.tests.unit.plugins.module_utils.test_nodelock import held_by_another_process
 
 LOCK = _nodelock.LOCK_PATH.lstrip("/")
@@ -156,14 +156,18 @@ def test_links_out_of_rootfs_are_neither_read_nor_written(run_module, node, tmp_
     assert digest(outside) == before
 
 
-def test_a_chain_that_starts_with_its_ca_is_refused(run_module, node):
+def test_a_chain_that_starts_with_its_ca_is_refused_as_cert_facts_reports_it(run_module, node):
     pki = node / "etc/kubernetes/pki"
     (pki / "apiserver.crt").write_bytes((pki / "ca.crt").read_bytes() + (pki / "apiserver.crt").read_bytes())
     before = digest(node)
+    planned = run_module(kubeadm_renew, rootfs=str(node), force=True, _ansible_check_mode=True)
     result = run_module(kubeadm_renew, rootfs=str(node), force=True)
     assert result["failed"] and "/etc/kubernetes/pki/apiserver.crt starts with a CA certificate (CN=kubernetes)" in result["msg"]
-    assert "nothing was changed" in result["msg"]
+    assert "nothing was changed" in result["msg"] and planned == result
     assert digest(node) == before
+    entries = run_module(cert_facts, rootfs=str(node), probe=False)["ansible_facts"]["kubepki"]["certs"]
+    entry = next(e for e in entries if e["id"] == "kubeadm/apiserver")
+    assert entry["state"] == "invalid" and entry["message"].split("; ")[0] in result["msg"]
 
 
 @pytest.mark.parametrize("days", [0, -30, 3651, 365000])
