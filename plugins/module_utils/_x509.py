@@ -226,16 +226,23 @@ def _extension(cert, oid):
         return None
 
 
+_NIST_CURVES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521"}
+
+
 def key_type(public_key):
+    """kubeadm's names (``RSA-2048``, ``ECDSA-P256``) where they apply; other curves by name (``ECDSA-secp256k1``)."""
     if isinstance(public_key, rsa.RSAPublicKey):
         return "RSA-%d" % public_key.key_size
     if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return "ECDSA-P%d" % public_key.curve.key_size
+        return "ECDSA-%s" % _NIST_CURVES.get(public_key.curve.name, public_key.curve.name)
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return "Ed25519"
     if isinstance(public_key, ed448.Ed448PublicKey):
         return "Ed448"
-    return type(public_key).__name__
+    # DSA by its class name (``_DSAPublicKey`` on older cryptography): importing cryptography's
+    # deprecated dsa module would warn on every node
+    name = type(public_key).__name__.lstrip("_").replace("PublicKey", "")
+    return "%s-%d" % (name, public_key.key_size) if getattr(public_key, "key_size", None) else name
 
 
 def _sans(cert):
