@@ -62,6 +62,7 @@ class Item:
         self.method = "native"
         self.method_reason = None
         self.due_reason = None
+        self.ca_key_type = None
 
     @property
     def new_key_type(self):
@@ -259,6 +260,7 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
                 refusals.append("%s: %s" % (item.name, exc))
                 continue
         ca_cert, ca_key = cas[item.ca_name]
+        item.ca_key_type = _x509.key_type(ca_cert.public_key())
         # kubeadm's certificateValidityPeriod is for its own certs; the kubelet's comes from the controller-manager
         item.lifetime, item.lifetime_reason = _sign.lifetime_of(
             item.cert, ca_cert, validity_days, None if item.kind == "kubelet-conf" else configured_validity, version)
@@ -403,6 +405,9 @@ class KubeadmCli:
                     self.version_text, validity.total_seconds() / 86400, item.lifetime.total_seconds() / 86400, item.lifetime_reason)
             elif old_key != key_type:
                 reason = "kubeadm %s would make a %s key; the certificate has %s" % (self.version_text, key_type, old_key)
+            elif not item.ca_key_type.startswith(("RSA-", "ECDSA-")):
+                reason = "kubeadm loads only RSA and ECDSA CA keys (pkiutil TryLoadKeyFromDisk); CA %s has %s" % (
+                    item.ca_name, item.ca_key_type)
             else:
                 item.method, item.method_reason = "kubeadm", "kubeadm %s certs renew %s" % (self.version_text, item.name)
                 continue

@@ -35,21 +35,22 @@ class SigningError(_x509.CertError):
     """Renewal is refused; the message says why and what to do."""
 
 
+def _usable(public_key):
+    """Whether Kubernetes components (Go) can use a key of this type. Go's crypto/tls takes RSA, ECDSA and Ed25519
+    keys (tls.go X509KeyPair, parsePrivateKey), signs with ECDSA only on P-256/P-384/P-521, verifies RSA keys of at
+    most 8192 bits (handshake_client.go defaultMaxRSAKeySize), and from Go 1.24 refuses RSA under 1024 bits (GODEBUG
+    rsa1024min); crypto/x509 verifies no DSA signature since Go 1.16. DSA and Ed448 are none of these."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return _RSA_BITS[0] <= public_key.key_size <= _RSA_BITS[1]
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return public_key.curve.name in _TLS_CURVES
+    return isinstance(public_key, ed25519.Ed25519PublicKey)
+
+
 def check_key_type(public_key, what):
     """Refuse to renew ``what``, whose key is ``public_key``, when no Kubernetes component can use a key of its type:
-    renewal keeps the type, so the plan refuses what the run could not (or should not) make.
-
-    Go's crypto/tls takes RSA, ECDSA and Ed25519 keys (tls.go X509KeyPair, parsePrivateKey), signs with ECDSA only on
-    P-256/P-384/P-521, verifies RSA keys of at most 8192 bits (handshake_client.go defaultMaxRSAKeySize), and from
-    Go 1.24 refuses RSA under 1024 bits (GODEBUG rsa1024min). DSA and Ed448 are none of these.
-    """
-    if isinstance(public_key, rsa.RSAPublicKey):
-        usable = _RSA_BITS[0] <= public_key.key_size <= _RSA_BITS[1]
-    elif isinstance(public_key, ec.EllipticCurvePublicKey):
-        usable = public_key.curve.name in _TLS_CURVES
-    else:
-        usable = isinstance(public_key, ed25519.Ed25519PublicKey)
-    if not usable:
+    renewal keeps the type, so the plan refuses what the run could not (or should not) make."""
+    if not _usable(public_key):
         raise SigningError("%s has a %s key, which no Kubernetes component can use (Go's TLS takes RSA of %d to %d bits, "
                            "ECDSA P-256/P-384/P-521 and Ed25519 keys); renewal keeps the key type, so it does not renew "
                            "it: re-issue it with an RSA or ECDSA P-256 key, as kubeadm does, or restore it from a backup"
@@ -106,6 +107,10 @@ def check_ca(ca_cert, ca_key, ca_name, now, not_after):
         raise SigningError("%s is not a CA certificate (no basicConstraints CA:TRUE)" % ca_name)
     if not _x509.key_matches(ca_cert, ca_key):
         raise SigningError("the key of CA %s does not match its certificate: restore both from the same backup" % ca_name)
+    if not _usable(ca_cert.public_key()):
+        raise SigningError("CA %s has a %s key, whose signatures no Kubernetes component verifies: rotate the CA first "
+                           "(https://kubernetes.io/docs/tasks/tls/manual-rotation-of-ca-certificates/)"
+                           % (ca_name, _x509.key_type(ca_cert.public_key())))
     if now > _x509.not_after(ca_cert):
         raise SigningError("CA %s expired %s: renewing leaves with it is useless; rotate the CA first "
                            "(https://kubernetes.io/docs/tasks/tls/manual-rotation-of-ca-certificates/)"

@@ -20,8 +20,8 @@ description:
     kubeadm's troubleshooting guide does it - a new C(kubelet-client-current.pem) and C(kubelet.conf) pointing at it.
   - Refuses, changing nothing, when a needed CA key is absent (externally managed CA) or the CA has expired or would
     expire before the renewed certificate, or when a certificate has a key of a type no Kubernetes component can use
-    (DSA, Ed448, ECDSA off P-256/P-384/P-521, RSA under 1024 or over 8192 bits), since renewal keeps the key type;
-    check mode refuses alike.
+    (DSA, Ed448, ECDSA off P-256/P-384/P-521, RSA under 1024 or over 8192 bits), since renewal keeps the key type,
+    or a CA has such a key; check mode refuses alike.
   - Returns RV(restart), the components that will not use their new certificates until restarted, in restart order,
     with the reason for each in RV(restart_plan); certificates their component picks up by itself (by its version, read
     from the static pod image) are listed in RV(reloads) and restart nothing. The module restarts nothing itself.

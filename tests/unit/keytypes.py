@@ -37,18 +37,22 @@ def private_key(kind):
         return {**RENEWED, **REFUSED}[kind]()
 
 
-def give_key(root, base, kind):
-    """Re-issue ``pki/<base>.crt`` of the kubeadm node ``root`` (a copy) with a ``kind`` key: same subject, validity
-    and extensions, signed by ca.crt's key; the key is written as PKCS#8."""
+def give_key(root, base, kind=None, signer="ca"):
+    """Re-issue ``pki/<base>.crt`` of the kubeadm node ``root`` (a copy) with a ``kind`` key (None: its own): same
+    subject, validity and extensions, signed by ``pki/<signer>.key`` (by the new key when ``signer`` is ``base``);
+    a new key is written as PKCS#8."""
     pki_dir = root / "etc/kubernetes/pki"
     old = x509.load_pem_x509_certificate((pki_dir / (base + ".crt")).read_bytes())
-    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
-    key = private_key(kind)
+    key = private_key(kind) if kind else serialization.load_pem_private_key((pki_dir / (base + ".key")).read_bytes(), None)
+    signer_key = key if signer == base else serialization.load_pem_private_key((pki_dir / (signer + ".key")).read_bytes(), None)
     builder = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(old.issuer).public_key(key.public_key())
                .serial_number(x509.random_serial_number()).not_valid_before(old.not_valid_before_utc)
                .not_valid_after(old.not_valid_after_utc))
     for extension in old.extensions:
-        builder = builder.add_extension(extension.value, critical=extension.critical)
-    (pki_dir / (base + ".crt")).write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    (pki_dir / (base + ".key")).write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                              serialization.NoEncryption()))
+        if not isinstance(extension.value, (x509.SubjectKeyIdentifier, x509.AuthorityKeyIdentifier)):  # of the old keys
+            builder = builder.add_extension(extension.value, critical=extension.critical)
+    algorithm = None if isinstance(signer_key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
+    (pki_dir / (base + ".crt")).write_bytes(builder.sign(signer_key, algorithm).public_bytes(serialization.Encoding.PEM))
+    if kind:
+        (pki_dir / (base + ".key")).write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                                  serialization.NoEncryption()))

@@ -241,3 +241,18 @@ def test_ecdsa_p384_is_kubeadms_from_v1_34():
     assert _kubeadm.configured_key_type(config, (1, 34)) == "ECDSA-P384"
     with pytest.raises(CertError, match="not one kubeadm v1.33 issues"):
         _kubeadm.configured_key_type(config, (1, 33))
+
+
+def test_a_ca_key_kubeadm_cannot_load_sends_its_certs_native(tmp_path):
+    """kubeadm loads only RSA and ECDSA CA keys (pkiutil TryLoadKeyFromDisk): with an Ed25519 front-proxy-ca, `kubeadm
+    certs renew front-proxy-client` fails; before, the plan routed it there all the same."""
+    root, now = tree(tmp_path, "v1.31.4")
+    keytypes.give_key(root, "front-proxy-ca", "Ed25519", signer="front-proxy-ca")
+    keytypes.give_key(root, "front-proxy-client", signer="front-proxy-ca")
+    due, renewed, error = renew(root, now, names=["front-proxy-client", "apiserver"])
+    assert error is None
+    assert [(r["name"], r["method"], r["method_reason"]) for r in renewed] == [
+        ("apiserver", "kubeadm", "kubeadm v1.31.4 certs renew apiserver"),
+        ("front-proxy-client", "native", "kubeadm loads only RSA and ECDSA CA keys (pkiutil TryLoadKeyFromDisk); "
+                                         "CA front-proxy-ca has Ed25519")]
+    assert _x509.signed_by(due[1].new_cert, x509.load_pem_x509_certificate((root / "etc/kubernetes/pki/front-proxy-ca.crt").read_bytes()))

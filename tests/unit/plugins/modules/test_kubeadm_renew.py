@@ -239,3 +239,16 @@ def test_check_mode_says_what_the_run_does_with_a_key_type_kubeadm_never_issues(
     cert = x509.load_pem_x509_certificate((pki / "apiserver.crt").read_bytes())
     key = serialization.load_pem_private_key((pki / "apiserver.key").read_bytes(), None)
     assert _x509.key_type(cert.public_key()) == kind and _x509.key_matches(cert, key)
+
+
+def test_a_ca_key_no_component_verifies_is_refused_by_the_plan(run_module, node):
+    """Before, check mode promised front-proxy-client and the run failed signing it with the Ed448 CA key."""
+    keytypes.give_key(node, "front-proxy-ca", "Ed448", signer="front-proxy-ca")
+    keytypes.give_key(node, "front-proxy-client", signer="front-proxy-ca")
+    before = digest(node)
+    planned = run_module(kubeadm_renew, rootfs=str(node), _ansible_check_mode=True)
+    result = run_module(kubeadm_renew, rootfs=str(node))
+    assert result["failed"] and planned == result and digest(node) == before
+    assert result["msg"] == ("refusing to renew, nothing was changed: front-proxy-client: CA front-proxy-ca has a Ed448 key, "
+                             "whose signatures no Kubernetes component verifies: rotate the CA first "
+                             "(https://kubernetes.io/docs/tasks/tls/manual-rotation-of-ca-certificates/)")
