@@ -37,9 +37,10 @@ class SigningError(_x509.CertError):
 
 def _usable(public_key):
     """Whether Kubernetes components (Go) can use a key of this type. Go's crypto/tls takes RSA, ECDSA and Ed25519
-    keys (tls.go X509KeyPair, parsePrivateKey), signs with ECDSA only on P-256/P-384/P-521, verifies RSA keys of at
-    most 8192 bits (handshake_client.go defaultMaxRSAKeySize), and from Go 1.24 refuses RSA under 1024 bits (GODEBUG
-    rsa1024min); crypto/x509 verifies no DSA signature since Go 1.16. DSA and Ed448 are none of these."""
+    keys (tls.go X509KeyPair, parsePrivateKey), signs with ECDSA only on P-256/P-384/P-521 (auth.go
+    signatureSchemesForCertificate), verifies RSA keys of at most 8192 bits (handshake_client.go
+    defaultMaxRSAKeySize) and from Go 1.24 none under 1024 (GODEBUG rsa1024min); crypto/x509 verifies no DSA
+    signature since Go 1.16. DSA and Ed448 are none of these."""
     if isinstance(public_key, rsa.RSAPublicKey):
         return _RSA_BITS[0] <= public_key.key_size <= _RSA_BITS[1]
     if isinstance(public_key, ec.EllipticCurvePublicKey):
