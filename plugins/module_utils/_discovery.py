@@ -34,6 +34,19 @@ class _Found:
         self.chain = chain or []
         self.key = key
         self.key_path = key_path
+        self.own = 0  # index in chain of the certificate the entry describes
+        self.out_of_order = None  # why a leaf's file written CA first is unusable
+
+    @property
+    def leaf(self):
+        return self.chain[self.own]
+
+    def check_order(self, what, holds_ca=False):
+        """A leaf's chain written CA first: the entry describes the leaf behind the CA and is invalid, saying why,
+        as kubeadm_renew refuses it (``_x509.ca_first``). A lone CA in a leaf's place is left to the key check."""
+        own = None if holds_ca else _x509.own_index(self.chain)
+        if own:
+            self.own, self.out_of_order = own, _x509.ca_first(self.chain, what)
 
 
 def _base_entry(entry_id, name, source, distribution, component, **extra):
@@ -100,6 +113,7 @@ def read_file_spec(fs, spec):
         if spec.kind == "secret-json":
             data, key_data = _secret_json_chain(data, spec.path)
         found.chain = _x509.load_certificates(data, spec.path)
+        found.check_order(spec.path, spec.holds_ca)
     except _Missing as exc:
         return _fail(found, _expected(exc, spec.distribution)) if spec.required else None
     except CertError as exc:
@@ -130,6 +144,7 @@ def read_kubeconfig(fs, spec_id, name, path, component, distribution, required):
         try:
             data = user.cert_data if user.cert_data is not None else read_node_file(fs, user.cert_path)
             found.chain = _x509.load_certificates(data, "%s (user %s)" % (path, user.name))
+            found.check_order(user.cert_path if user.cert_data is None else "%s (user %s)" % (path, user.name))
         except CertError as exc:
             if isinstance(exc, _Missing):
                 exc = _Missing("%s references %s" % (path, exc))
@@ -156,21 +171,21 @@ def probe_endpoint(spec, distribution, timeout):
 
 def _resolve_cas(found_list):
     """Fill ``ca`` and ``externally_managed`` by checking signatures against the node's CAs."""
-    cas = [f for f in found_list if f.chain and f.entry["source"] == "file" and _x509.is_ca(f.chain[0])]
+    cas = [f for f in found_list if f.chain and f.entry["source"] == "file" and _x509.is_ca(f.leaf)]
     for found in found_list:
         if not found.chain:
             continue
-        leaf = found.chain[0]
+        leaf = found.leaf
         entry = found.entry
         if found in cas and _x509.signed_by(leaf, leaf):
             signer = found
         else:
-            signer = next((ca for ca in cas if ca is not found and _x509.signed_by(leaf, ca.chain[0])), None)
+            signer = next((ca for ca in cas if ca is not found and _x509.signed_by(leaf, ca.leaf)), None)
         if signer is not None:
             # kubeadm names its CAs by handle; other layouts by the CA file's id.
             entry["ca"] = signer.entry["name"] if signer.entry["distribution"] == "kubeadm" else signer.entry["id"]
             entry["externally_managed"] = signer.key is None
-        elif any(_x509.signed_by(leaf, other) for other in found.chain[1:]):
+        elif any(_x509.signed_by(leaf, other) for other in found.chain if other is not leaf):
             entry["ca"] = "%s#chain" % entry["id"]
             entry["externally_managed"] = False
 
@@ -178,20 +193,20 @@ def _resolve_cas(found_list):
 def _finish(found, now, warn_days):
     entry = found.entry
     if found.key is not None:
-        entry["key_matches"] = _x509.key_matches(found.chain[0], found.key) if found.chain else None
+        entry["key_matches"] = _x509.key_matches(found.leaf, found.key) if found.chain else None
         if entry["key_matches"] is False:
             entry["message"] = "%s does not match the certificate: restore cert and key from the same backup" % found.key_path
     if found.key is not None or entry["key_matches"] is False:
         entry["key_path"] = found.key_path
     if not found.chain:
         return
-    leaf = found.chain[0]
+    leaf = found.leaf
     entry.update(_x509.describe(leaf))
     entry["chain_length"] = len(found.chain)
     entry["days_left"], state, message = _x509.validity(leaf, now, warn_days)
     if entry["state"] is None:
-        entry["state"] = "invalid" if entry["key_matches"] is False else state
-        entry["message"] = "; ".join(m for m in (entry["message"], message) if m) or None
+        entry["state"] = "invalid" if found.out_of_order or entry["key_matches"] is False else state
+        entry["message"] = "; ".join(m for m in (found.out_of_order, entry["message"], message) if m) or None
 
 
 def _link_endpoints(files, endpoints, specs):
@@ -206,7 +221,7 @@ def _link_endpoints(files, endpoints, specs):
         probe.entry["expected"] = target.entry["id"]
         target.entry["served_on"] = probe.entry["id"]
         if probe.chain and target.chain:
-            same = _x509.fingerprint_sha256(probe.chain[0]) == _x509.fingerprint_sha256(target.chain[0])
+            same = _x509.fingerprint_sha256(probe.leaf) == _x509.fingerprint_sha256(target.leaf)
             probe.entry["serves_expected"] = target.entry["in_use"] = same
 
 

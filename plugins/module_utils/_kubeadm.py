@@ -62,12 +62,20 @@ class Item:
         self.method = "native"
         self.method_reason = None
         self.due_reason = None
+        self.ca_key_type = None
+
+    @property
+    def new_key_type(self):
+        """The key type renewal gives it: the old one (kubeadm gets only what it renews alike, see KubeadmCli.route),
+        but the kubelet's own for kubelet.conf."""
+        return _sign.KUBELET_KEY_TYPE if self.kind == "kubelet-conf" else _x509.key_type(self.cert.public_key())
 
     def summary(self, now):
-        """What the plan and the result say of this cert: old and new expiry, old and new lifetime and why."""
+        """What the plan and the result say of this cert: old and new expiry, lifetime and key type, and why."""
         days_left = round((_x509.not_after(self.cert) - now).total_seconds() / 86400.0, 2)
         return {"name": self.name, "path": self.path, "ca": self.ca_name, "not_after": _x509.iso(_x509.not_after(self.cert)),
                 "serial": _x509.serial_hex(self.cert), "days_left": days_left,
+                "key_type": _x509.key_type(self.cert.public_key()), "new_key_type": self.new_key_type,
                 "lifetime_days": _days(_x509.not_after(self.cert) - _x509.not_before(self.cert)),
                 "new_lifetime_days": _days(self.lifetime + _sign.BACKDATE) if self.lifetime else None,
                 "lifetime_reason": self.lifetime_reason, "method": self.method, "method_reason": self.method_reason,
@@ -76,7 +84,8 @@ class Item:
     def renewed_summary(self, now, new_cert):
         summary = self.summary(now)
         summary.update(new_not_after=_x509.iso(_x509.not_after(new_cert)), new_serial=_x509.serial_hex(new_cert),
-                       new_lifetime_days=_days(_x509.not_after(new_cert) - _x509.not_before(new_cert)))
+                       new_lifetime_days=_days(_x509.not_after(new_cert) - _x509.not_before(new_cert)),
+                       new_key_type=_x509.key_type(new_cert.public_key()))
         return summary
 
 
@@ -115,12 +124,11 @@ def _load_kubeconfig(fs, path):
 def _leaf(data, what):
     """The certificate to renew in ``data``: its first block, refused when that is a CA (a chain written the
     wrong way round), since renewal copies subject and usages from it and would issue a CA in its place."""
-    cert = _x509.load_certificates(data, what)[0]
-    if _x509.is_ca(cert):
-        raise CertError("%s starts with a CA certificate (%s), not its own: kubeadm writes the certificate alone, or "
-                        "first in a chain. Put it first (or restore the file from a backup)"
-                        % (what, cert.subject.rfc4514_string()))
-    return cert
+    certs = _x509.load_certificates(data, what)
+    problem = _x509.ca_first(certs, what)
+    if problem:
+        raise CertError(problem)
+    return certs[0]
 
 
 def _embedded_leaf(user, path):
@@ -244,7 +252,15 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
         if item.ca_name not in cas:
             refusals.append("%s: CA %s is absent (%s/%s.crt)" % (item.name, item.ca_name, PKI, CA_FILES[item.ca_name]))
             continue
+        if item.kind != "kubelet-conf":  # which gets a new key of the kubelet's own type
+            try:
+                _sign.check_key_type(item.cert.public_key(), item.path if item.kind == "file" else
+                                     "the client certificate in %s" % item.path)
+            except _sign.SigningError as exc:
+                refusals.append("%s: %s" % (item.name, exc))
+                continue
         ca_cert, ca_key = cas[item.ca_name]
+        item.ca_key_type = _x509.key_type(ca_cert.public_key())
         # kubeadm's certificateValidityPeriod is for its own certs; the kubelet's comes from the controller-manager
         item.lifetime, item.lifetime_reason = _sign.lifetime_of(
             item.cert, ca_cert, validity_days, None if item.kind == "kubelet-conf" else configured_validity, version)
@@ -262,6 +278,11 @@ def plan(fs, now, threshold_days, force=False, names=None, validity_days=None, r
     if refusals:
         raise _sign.SigningError("refusing to renew, nothing was changed: " + "; ".join(refusals))
     return due, skipped
+
+
+def planned(due, now):
+    """What check mode returns: each due cert's summary with its predicted expiry (no serial before it is issued)."""
+    return [dict(item.summary(now), new_not_after=_x509.iso(item.predicted_not_after), new_serial=None) for item in due]
 
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|\u00b5s|ns)")
@@ -289,14 +310,28 @@ def certificate_validity_period(config, path):
     return datetime.timedelta(seconds=sum(float(n) * _GO_UNITS[u] for n, u in parts))
 
 
+def kubeadm_key_types(version):
+    """The key types kubeadm ``version`` issues (cmd/kubeadm/app/util/pkiutil GeneratePrivateKey): RSA-2048, or
+    ECDSA-P256 with the PublicKeysECDSA gate; v1beta4's encryptionAlgorithm (v1.31) adds RSA-3072 and RSA-4096,
+    and ECDSA-P384 from v1.34 (kubernetes#131677). Nothing else: no P-521, Ed25519, DSA or other RSA sizes."""
+    return ("RSA-2048", "ECDSA-P256") + (("RSA-3072", "RSA-4096") if version >= (1, 31) else ()) + (
+        ("ECDSA-P384",) if version >= (1, 34) else ())
+
+
 def configured_key_type(config, version):
     """The key type kubeadm ``version`` makes for a renewed cert under ClusterConfiguration ``config``: v1beta4's
     ``encryptionAlgorithm`` (v1.31+), the v1beta3 feature gate ``PublicKeysECDSA`` before, else RSA-2048
-    (cmd/kubeadm/app/apis/kubeadm/types.go EncryptionAlgorithmType; renewal/manager.go RenewUsingLocalCA)."""
+    (cmd/kubeadm/app/apis/kubeadm/types.go EncryptionAlgorithmType; renewal/manager.go RenewUsingLocalCA).
+    CertError for an algorithm that kubeadm does not issue: it refuses such a configuration, whatever the cert."""
     algorithm = config.get("encryptionAlgorithm") if version >= (1, 31) else None
     if not algorithm and (config.get("featureGates") or {}).get("PublicKeysECDSA"):
         algorithm = "ECDSA-P256"
-    return str(algorithm or "RSA-2048")
+    algorithm = str(algorithm or "RSA-2048")
+    if algorithm not in kubeadm_key_types(version):
+        raise CertError("encryptionAlgorithm %r is not one kubeadm v%d.%d issues (%s), so it refuses the configuration: "
+                        "fix it, or use method=native, which keeps each certificate's key type"
+                        % (algorithm, version[0], version[1], ", ".join(kubeadm_key_types(version))))
+    return algorithm
 
 
 def component_versions(fs):
@@ -354,7 +389,8 @@ class KubeadmCli:
         """Send each due cert to kubeadm or native, saying why (item.method, item.method_reason): kubeadm renews
         only what it has a subcommand for, and only when it would issue the lifetime and key type planned.
         ``config_path`` (holding ``config``) goes to kubeadm as --config when that kubeadm reads its API version:
-        v1beta4 only from v1.31 (cmd/kubeadm/app/apis/kubeadm/v1beta4)."""
+        v1beta4 only from v1.31 (cmd/kubeadm/app/apis/kubeadm/v1beta4). CertError, before any is routed, when
+        ``config`` names a key type this kubeadm does not issue (see configured_key_type)."""
         newer = config.get("apiVersion") == "kubeadm.k8s.io/v1beta4" and self.version < (1, 31)
         self.config_path = None if newer else config_path
         validity, key_type = self.validity(configured), configured_key_type(config, self.version)
@@ -369,6 +405,9 @@ class KubeadmCli:
                     self.version_text, validity.total_seconds() / 86400, item.lifetime.total_seconds() / 86400, item.lifetime_reason)
             elif old_key != key_type:
                 reason = "kubeadm %s would make a %s key; the certificate has %s" % (self.version_text, key_type, old_key)
+            elif not item.ca_key_type.startswith(("RSA-", "ECDSA-")):
+                reason = "kubeadm loads only RSA and ECDSA CA keys (pkiutil TryLoadKeyFromDisk); CA %s has %s" % (
+                    item.ca_name, item.ca_key_type)
             else:
                 item.method, item.method_reason = "kubeadm", "kubeadm %s certs renew %s" % (self.version_text, item.name)
                 continue

@@ -206,6 +206,11 @@ class FileSpec:
         self.required = required
         self.kind = kind
 
+    @property
+    def holds_ca(self):
+        """A CA's own file (kubeadm's and RKE's CA handles, k3s/RKE2 ``*-ca.crt``), which starts with its CA."""
+        return self.component == "ca" or self.name.endswith("-ca")
+
 
 class KubeconfigSpec:
     def __init__(self, entry_id, name, path, component, distribution, required=False):

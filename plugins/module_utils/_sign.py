@@ -24,6 +24,9 @@ from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep im
 
 BACKDATE = datetime.timedelta(minutes=5)  # kubeadm's CertificateBackdate: tolerates small clock skew
 DEFAULT_LIFETIME = datetime.timedelta(days=365)
+_RSA_BITS = (1024, 8192)
+_TLS_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+KUBELET_KEY_TYPE = "ECDSA-P256"  # the kubelet makes its own client keys so, whatever kubeadm's algorithm
 _COPIED_EXTENSIONS = (ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.KEY_USAGE, ExtensionOID.EXTENDED_KEY_USAGE,
                       ExtensionOID.BASIC_CONSTRAINTS) if ExtensionOID else ()
 
@@ -32,15 +35,37 @@ class SigningError(_x509.CertError):
     """Renewal is refused; the message says why and what to do."""
 
 
+def _usable(public_key):
+    """Whether Kubernetes components (Go) can use a key of this type. Go's crypto/tls takes RSA, ECDSA and Ed25519
+    keys (tls.go X509KeyPair, parsePrivateKey), signs with ECDSA only on P-256/P-384/P-521 (auth.go
+    signatureSchemesForCertificate), verifies RSA keys of at most 8192 bits (handshake_client.go
+    defaultMaxRSAKeySize) and from Go 1.24 none under 1024 (GODEBUG rsa1024min); crypto/x509 verifies no DSA
+    signature since Go 1.16. DSA and Ed448 are none of these."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return _RSA_BITS[0] <= public_key.key_size <= _RSA_BITS[1]
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return public_key.curve.name in _TLS_CURVES
+    return isinstance(public_key, ed25519.Ed25519PublicKey)
+
+
+def check_key_type(public_key, what):
+    """Refuse to renew ``what``, whose key is ``public_key``, when no Kubernetes component can use a key of its type:
+    renewal keeps the type, so the plan refuses what the run could not (or should not) make."""
+    if not _usable(public_key):
+        raise SigningError("%s has a %s key, which no Kubernetes component can use (Go's TLS takes RSA of %d to %d bits, "
+                           "ECDSA P-256/P-384/P-521 and Ed25519 keys); renewal keeps the key type, so it does not renew "
+                           "it: re-issue it with an RSA or ECDSA P-256 key, as kubeadm does, or restore it from a backup"
+                           % (what, _x509.key_type(public_key), _RSA_BITS[0], _RSA_BITS[1]))
+
+
 def new_key_like(public_key):
-    """A fresh private key of the same type and size as ``public_key``."""
+    """A fresh private key of the same type and size as ``public_key`` (of a type check_key_type takes)."""
+    check_key_type(public_key, "the certificate")
     if isinstance(public_key, rsa.RSAPublicKey):
         return rsa.generate_private_key(public_exponent=65537, key_size=public_key.key_size)
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         return ec.generate_private_key(public_key.curve)
-    if isinstance(public_key, ed25519.Ed25519PublicKey):
-        return ed25519.Ed25519PrivateKey.generate()
-    raise SigningError("cannot make a new key like %s" % _x509.key_type(public_key))
+    return ed25519.Ed25519PrivateKey.generate()
 
 
 def _whole_hours(delta):
@@ -83,6 +108,10 @@ def check_ca(ca_cert, ca_key, ca_name, now, not_after):
         raise SigningError("%s is not a CA certificate (no basicConstraints CA:TRUE)" % ca_name)
     if not _x509.key_matches(ca_cert, ca_key):
         raise SigningError("the key of CA %s does not match its certificate: restore both from the same backup" % ca_name)
+    if not _usable(ca_cert.public_key()):
+        raise SigningError("CA %s has a %s key, whose signatures no Kubernetes component verifies: rotate the CA first "
+                           "(https://kubernetes.io/docs/tasks/tls/manual-rotation-of-ca-certificates/)"
+                           % (ca_name, _x509.key_type(ca_cert.public_key())))
     if now > _x509.not_after(ca_cert):
         raise SigningError("CA %s expired %s: renewing leaves with it is useless; rotate the CA first "
                            "(https://kubernetes.io/docs/tasks/tls/manual-rotation-of-ca-certificates/)"

@@ -226,16 +226,23 @@ def _extension(cert, oid):
         return None
 
 
+_NIST_CURVES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521"}
+
+
 def key_type(public_key):
+    """kubeadm's names (``RSA-2048``, ``ECDSA-P256``) where they apply; other curves by name (``ECDSA-secp256k1``)."""
     if isinstance(public_key, rsa.RSAPublicKey):
         return "RSA-%d" % public_key.key_size
     if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return "ECDSA-P%d" % public_key.curve.key_size
+        return "ECDSA-%s" % _NIST_CURVES.get(public_key.curve.name, public_key.curve.name)
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return "Ed25519"
     if isinstance(public_key, ed448.Ed448PublicKey):
         return "Ed448"
-    return type(public_key).__name__
+    # DSA by its class name (``_DSAPublicKey`` on older cryptography): importing cryptography's
+    # deprecated dsa module would warn on every node
+    name = type(public_key).__name__.lstrip("_").replace("PublicKey", "")
+    return "%s-%d" % (name, public_key.key_size) if getattr(public_key, "key_size", None) else name
 
 
 def _sans(cert):
@@ -295,6 +302,29 @@ def fingerprint_hex(cert, algorithm="sha1"):
 def is_ca(cert):
     ext = _extension(cert, ExtensionOID.BASIC_CONSTRAINTS)
     return bool(ext is not None and ext.ca)
+
+
+def own_index(certs):
+    """Index of the certificate a leaf's file holds for itself: the first, or, in a chain written the wrong way
+    round (CA first), the first non-CA after it; None when it holds only CAs."""
+    return next((index for index, cert in enumerate(certs) if not is_ca(cert)), None)
+
+
+def ca_first(certs, what):
+    """Why the file ``what`` of a leaf certificate is unusable when its chain ``certs`` starts with a CA, else None.
+
+    Go's tls.X509KeyPair takes the first certificate as the leaf and checks the key against it (go
+    src/crypto/tls/tls.go); kube-apiserver (k8s.io/apiserver dynamiccertificates dynamic_serving_content.go
+    loadCertKeyPair) and client-go (transport/transport.go TLSConfigFor) load their pairs with it.
+    """
+    if not is_ca(certs[0]):
+        return None
+    ca, own = certs[0].subject.rfc4514_string(), own_index(certs)
+    if own is None:
+        return "%s starts with a CA certificate (%s) and holds no certificate of its own: restore it from a backup" % (what, ca)
+    return ("%s starts with a CA certificate (%s) before its own (%s): Kubernetes components take a file's first "
+            "certificate as theirs (Go tls.X509KeyPair) and do not load this one with the leaf's key. Put the leaf "
+            "first, then its CA (or restore the file from a backup)" % (what, ca, certs[own].subject.rfc4514_string()))
 
 
 def describe(cert):

@@ -19,7 +19,9 @@ description:
   - Repairs a C(kubelet.conf) that embeds its client cert, or whose rotating client cert has expired, the way
     kubeadm's troubleshooting guide does it - a new C(kubelet-client-current.pem) and C(kubelet.conf) pointing at it.
   - Refuses, changing nothing, when a needed CA key is absent (externally managed CA) or the CA has expired or would
-    expire before the renewed certificate.
+    expire before the renewed certificate, or when a certificate has a key of a type no Kubernetes component can use
+    (DSA, Ed448, ECDSA off P-256/P-384/P-521, RSA under 1024 or over 8192 bits), since renewal keeps the key type,
+    or a CA has such a key; check mode refuses alike.
   - Returns RV(restart), the components that will not use their new certificates until restarted, in restart order,
     with the reason for each in RV(restart_plan); certificates their component picks up by itself (by its version, read
     from the static pod image) are listed in RV(reloads) and restart nothing. The module restarts nothing itself.
@@ -145,7 +147,8 @@ RETURN = r"""
 renewed:
   description:
     - Certificates renewed (or, in check mode, that would be), with old and new expiry, serial and lifetime
-      (C(lifetime_days), C(new_lifetime_days), C(lifetime_reason)), and the method that renews each
+      (C(lifetime_days), C(new_lifetime_days), C(lifetime_reason)), old and new key type (C(key_type),
+      C(new_key_type) - the old type, but the kubelet's own ECDSA-P256 for C(kubelet.conf)), and the method that renews each
       (C(method) V(kubeadm) or V(native), C(method_reason)), and why it is due (C(due_reason) - under the
       threshold, V(force=true), or a key that does not match its certificate, from a renewal interrupted between the
       two, which is renewed whatever its days left).
@@ -166,6 +169,8 @@ renewed:
       lifetime_days: 365.0
       new_lifetime_days: 365.0
       lifetime_reason: its own lifetime
+      key_type: RSA-2048
+      new_key_type: RSA-2048
       method: kubeadm
       method_reason: kubeadm v1.31.4 certs renew apiserver
       due_reason: 19.9 days left, under threshold_days=30
@@ -335,7 +340,10 @@ def main():
         kubeadm = _kubeadm_cli(module)
         method = "kubeadm" if kubeadm else "native"
         if kubeadm:
-            kubeadm.route(due, configured, config, params["kubeadm_config"])
+            try:
+                kubeadm.route(due, configured, config, params["kubeadm_config"])
+            except CertError as exc:  # only a kubeadm_config that this kubeadm refuses
+                module.fail_json(msg="kubeadm_config %s: %s; nothing was changed" % (params["kubeadm_config"], exc))
         managers = _managers.find(fs)
         if managers and not params["renew_managed"]:
             module.exit_json(changed=False, renewed=[], skipped_certs=[], restart=[], restart_plan=[], reloads=[], method=method,
@@ -347,11 +355,7 @@ def main():
         down = _kubeadm.not_serving(fs, params["probe_host"]) if due and params["probe"] and params["rootfs"] == "/" else []
         restart_plan, reloads = _kubeadm.restart_plan(fs, [item.name for item in due], params["restart_policy"], down)
         if module.check_mode:
-            renewed = []
-            for item in due:
-                summary = item.summary(now)
-                summary.update(new_not_after=_x509.iso(item.predicted_not_after), new_serial=None)
-                renewed.append(summary)
+            renewed = _kubeadm.planned(due, now)
         else:
             renewed = []
             try:

@@ -166,6 +166,65 @@ def test_key_that_does_not_match_makes_the_pair_invalid(kubeadm_tree, now, tmp_p
     assert "apiserver.key does not match" in entry["message"]
 
 
+def _ca_first(path, ca_pem):
+    """Rewrite the PEM file ``path`` with ``ca_pem`` before what it holds; returns the new bytes."""
+    data = ca_pem + path.read_bytes()
+    path.write_bytes(data)
+    return data
+
+
+def _ca_first_in_kubeconfig(path, ca_pem):
+    config = yaml.safe_load(path.read_text())
+    user = config["users"][0]["user"]
+    user["client-certificate-data"] = base64.b64encode(ca_pem + base64.b64decode(user["client-certificate-data"])).decode()
+    path.write_text(yaml.safe_dump(config))
+    return path.read_bytes()
+
+
+# (entry, file rewritten, how, the file the message names)
+CA_FIRST = [
+    ("kubeadm/apiserver", "etc/kubernetes/pki/apiserver.crt", _ca_first, "/etc/kubernetes/pki/apiserver.crt"),
+    ("kubeconfig/admin.conf", "etc/kubernetes/admin.conf", _ca_first_in_kubeconfig,
+     "/etc/kubernetes/admin.conf (user kubernetes-admin)"),
+    ("kubeconfig/kubelet.conf", "var/lib/kubelet/pki/kubelet-client-current.pem", _ca_first,
+     "/var/lib/kubelet/pki/kubelet-client-current.pem"),
+]
+
+
+@pytest.mark.parametrize("entry_id, rel, rewrite, named", CA_FIRST, ids=[c[0] for c in CA_FIRST])
+def test_a_leaf_written_after_its_ca_is_invalid_and_described_by_the_leaf(kubeadm_tree, now, tmp_path, entry_id, rel,
+                                                                          rewrite, named):
+    """Go's tls.X509KeyPair takes a file's first certificate as the leaf, so no component loads a leaf's file written
+    CA first; kubeadm_renew refuses it. Before, the entry described the CA (ten years left) as the file's certificate,
+    blamed the key, and made the file a CA of its own."""
+    root = tmp_path / "cp1"
+    shutil.copytree(kubeadm_tree / "cp1", root, symlinks=True)
+    before = by_id(facts_of(root, now))[entry_id]
+    data = rewrite(root / rel, (root / "etc/kubernetes/pki/ca.crt").read_bytes())
+    entries = by_id(facts_of(root, now))
+    entry = entries[entry_id]
+    assert entry["state"] == "invalid"
+    assert entry["message"].startswith("%s starts with a CA certificate (CN=kubernetes) before its own (%s)"
+                                       % (named, before["subject"]))
+    assert "Put the leaf first" in entry["message"] and "expires" in entry["message"]  # and when the leaf does
+    for key in ("subject", "not_after", "days_left", "fingerprint_sha256", "is_ca", "ca", "key_matches"):
+        assert entry[key] == before[key], key
+    assert entry["chain_length"] == before["chain_length"] + 1
+    assert entries["kubeadm/ca"]["state"] == "ok" and entries["kubeadm/apiserver-kubelet-client"]["ca"] == "ca"
+    assert (root / rel).read_bytes() == data
+
+
+def test_a_ca_file_with_more_after_its_ca_is_not_a_chain_the_wrong_way_round(kubeadm_tree, now, tmp_path):
+    """A CA's own file starts with the CA; whatever follows (a bundle, a stray leaf) does not make it a leaf's file."""
+    root = tmp_path / "cp1"
+    shutil.copytree(kubeadm_tree / "cp1", root, symlinks=True)
+    pki_dir = root / "etc/kubernetes/pki"
+    ca = pki_dir / "ca.crt"
+    ca.write_bytes(ca.read_bytes() + (pki_dir / "apiserver.crt").read_bytes())
+    entry = by_id(facts_of(root, now))["kubeadm/ca"]
+    assert (entry["state"], entry["subject"], entry["is_ca"], entry["chain_length"]) == ("ok", "CN=kubernetes", True, 2)
+
+
 def test_kubeconfigs_without_cert_or_unparsable(kubeadm_tree, now, tmp_path):
     root = tmp_path / "cp1"
     shutil.copytree(kubeadm_tree / "cp1", root, symlinks=True)

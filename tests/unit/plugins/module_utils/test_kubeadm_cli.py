@@ -25,6 +25,7 @@ from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _x5
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
 from ansible_collections.kubepki.fleet.tests.lab import pki
+from ansible_collections.kubepki.fleet.tests.unit import keytypes
 
 STAND_IN = os.path.join(os.path.dirname(pki.__file__), "tools", "kubeadm.py")
 STYLES = {"v1.28.15": "v1.28", "v1.31.4": "current"}
@@ -196,3 +197,62 @@ def test_a_v1beta4_config_is_not_given_to_a_kubeadm_that_cannot_read_it(tmp_path
     assert cli.config_path is None
     cli.route([], None, dict(config, apiVersion="kubeadm.k8s.io/v1beta3"), "/etc/kubernetes/kubeadm-config.yaml")
     assert cli.config_path == "/etc/kubernetes/kubeadm-config.yaml"
+
+
+PLANNED_KEYS = ("name", "method", "method_reason", "key_type", "new_key_type")
+
+
+@pytest.mark.parametrize("kind", sorted(keytypes.RENEWED))
+def test_the_kubeadm_method_plans_what_it_does_with_a_key_type_kubeadm_never_issues(tmp_path, kind):
+    """kubeadm would give such a cert its own key type, so it goes native, keeping its type, in the plan as in the run
+    (the types no component can use are refused by the plan both methods share: modules/test_kubeadm_renew.py)."""
+    root, now = tree(tmp_path, "v1.31.4")
+    keytypes.give_key(root, "apiserver", kind)
+    fs = NodeFS(str(root))
+    cli = _kubeadm.KubeadmCli(runner(root))
+    due, _skipped = _kubeadm.plan(fs, now, 30, names=["apiserver", "admin.conf"])
+    cli.route(due, None, {})
+    plan = [{k: r[k] for k in PLANNED_KEYS} for r in _kubeadm.planned(due, now)]
+    renewed = [{k: r[k] for k in PLANNED_KEYS} for r in _kubeadm.apply(fs, due, now, kubeadm=cli)]
+    assert plan == renewed
+    assert renewed[1] == {"name": "apiserver", "method": "native", "key_type": kind, "new_key_type": kind,
+                          "method_reason": "kubeadm v1.31.4 would make a RSA-2048 key; the certificate has %s" % kind}
+    assert renewed[0]["method"] == "kubeadm" and renewed[0]["new_key_type"] == "RSA-2048"
+
+
+@pytest.mark.parametrize("version, algorithm", [((1, 31), "ECDSA-P521"), ((1, 31), "Ed25519"), ((1, 31), "RSA-8192"),
+                                                ((1, 31), "ECDSA-P384"), ((1, 34), "RSA-1024")])
+def test_a_configured_key_type_kubeadm_does_not_issue_is_refused_before_anything_is_routed(tmp_path, version, algorithm):
+    """kubeadm refuses such a configuration, whatever the cert. Before, a cert of that very type was routed to
+    `kubeadm certs renew --config`, which the plan promised and the run failed."""
+    root, now = tree(tmp_path, "v%d.%d.4" % version, style="current")
+    config = {"apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "ClusterConfiguration", "encryptionAlgorithm": algorithm}
+    due, _skipped = _kubeadm.plan(NodeFS(str(root)), now, 30, names=["apiserver"])
+    cli = _kubeadm.KubeadmCli(runner(root))
+    with pytest.raises(CertError) as caught:
+        cli.route(due, None, config, "/etc/kubernetes/kubeadm-config.yaml")
+    assert str(caught.value).startswith("encryptionAlgorithm %r is not one kubeadm v%d.%d issues (RSA-2048, ECDSA-P256, "
+                                        "RSA-3072, RSA-4096" % ((algorithm,) + version))
+    assert due[0].method == "native" and due[0].method_reason is None  # not routed
+
+
+def test_ecdsa_p384_is_kubeadms_from_v1_34():
+    config = {"encryptionAlgorithm": "ECDSA-P384"}
+    assert _kubeadm.configured_key_type(config, (1, 34)) == "ECDSA-P384"
+    with pytest.raises(CertError, match="not one kubeadm v1.33 issues"):
+        _kubeadm.configured_key_type(config, (1, 33))
+
+
+def test_a_ca_key_kubeadm_cannot_load_sends_its_certs_native(tmp_path):
+    """kubeadm loads only RSA and ECDSA CA keys (pkiutil TryLoadKeyFromDisk): with an Ed25519 front-proxy-ca, `kubeadm
+    certs renew front-proxy-client` fails; before, the plan routed it there all the same."""
+    root, now = tree(tmp_path, "v1.31.4")
+    keytypes.give_key(root, "front-proxy-ca", "Ed25519", signer="front-proxy-ca")
+    keytypes.give_key(root, "front-proxy-client", signer="front-proxy-ca")
+    due, renewed, error = renew(root, now, names=["front-proxy-client", "apiserver"])
+    assert error is None
+    assert [(r["name"], r["method"], r["method_reason"]) for r in renewed] == [
+        ("apiserver", "kubeadm", "kubeadm v1.31.4 certs renew apiserver"),
+        ("front-proxy-client", "native", "kubeadm loads only RSA and ECDSA CA keys (pkiutil TryLoadKeyFromDisk); "
+                                         "CA front-proxy-ca has Ed25519")]
+    assert _x509.signed_by(due[1].new_cert, x509.load_pem_x509_certificate((root / "etc/kubernetes/pki/front-proxy-ca.crt").read_bytes()))

@@ -11,9 +11,12 @@ import os
 import shutil
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _nodelock
-from ansible_collections.kubepki.fleet.plugins.modules import kubeadm_renew
+from ansible_collections.kubepki.fleet.plugins.module_utils import _files, _nodelock, _x509
+from ansible_collections.kubepki.fleet.plugins.modules import cert_facts, kubeadm_renew
+from ansible_collections.kubepki.fleet.tests.unit import keytypes
 from ansible_collections.kubepki.fleet.tests.unit.plugins.module_utils.test_nodelock import held_by_another_process
 
 LOCK = _nodelock.LOCK_PATH.lstrip("/")
@@ -156,14 +159,18 @@ def test_links_out_of_rootfs_are_neither_read_nor_written(run_module, node, tmp_
     assert digest(outside) == before
 
 
-def test_a_chain_that_starts_with_its_ca_is_refused(run_module, node):
+def test_a_chain_that_starts_with_its_ca_is_refused_as_cert_facts_reports_it(run_module, node):
     pki = node / "etc/kubernetes/pki"
     (pki / "apiserver.crt").write_bytes((pki / "ca.crt").read_bytes() + (pki / "apiserver.crt").read_bytes())
     before = digest(node)
+    planned = run_module(kubeadm_renew, rootfs=str(node), force=True, _ansible_check_mode=True)
     result = run_module(kubeadm_renew, rootfs=str(node), force=True)
     assert result["failed"] and "/etc/kubernetes/pki/apiserver.crt starts with a CA certificate (CN=kubernetes)" in result["msg"]
-    assert "nothing was changed" in result["msg"]
+    assert "nothing was changed" in result["msg"] and planned == result
     assert digest(node) == before
+    entries = run_module(cert_facts, rootfs=str(node), probe=False)["ansible_facts"]["kubepki"]["certs"]
+    entry = next(e for e in entries if e["id"] == "kubeadm/apiserver")
+    assert entry["state"] == "invalid" and entry["message"].split("; ")[0] in result["msg"]
 
 
 @pytest.mark.parametrize("days", [0, -30, 3651, 365000])
@@ -203,3 +210,45 @@ def test_a_key_that_no_longer_matches_its_cert_is_renewed_whatever_its_days_left
     assert result["renewed"][0]["due_reason"] == ("/etc/kubernetes/pki/apiserver.key does not match its certificate (a "
                                                   "renewal interrupted between key and certificate)")
     assert run_module(kubeadm_renew, rootfs=str(node))["renewed"] == []
+
+
+RENEWED_KEYS = ("name", "method", "method_reason", "due_reason", "key_type", "new_key_type")
+
+
+@pytest.mark.parametrize("kind", sorted(keytypes.RENEWED) + sorted(keytypes.REFUSED))
+def test_check_mode_says_what_the_run_does_with_a_key_type_kubeadm_never_issues(run_module, node, kind):
+    """Renewal keeps the key type where a Go component can use it, and refuses it in the plan otherwise. Before, check
+    mode promised to renew DSA and Ed448 certs that the run then failed on, after renewing the certs before them,
+    and renewed secp256k1 (which it called ECDSA-P256) though no component can load it."""
+    keytypes.give_key(node, "apiserver", kind)
+    before = digest(node)
+    planned = run_module(kubeadm_renew, rootfs=str(node), certs=["apiserver", "admin.conf"], _ansible_check_mode=True)
+    assert digest(node) == before
+    result = run_module(kubeadm_renew, rootfs=str(node), certs=["apiserver", "admin.conf"])
+    if kind in keytypes.REFUSED:
+        assert planned["failed"] and planned == result
+        assert result["msg"].startswith("refusing to renew, nothing was changed: apiserver: /etc/kubernetes/pki/apiserver.crt "
+                                        "has a %s key, which no Kubernetes component can use" % kind)
+        assert "admin.conf" not in result["msg"] and digest(node) == before
+        return
+    assert planned["changed"] and result["changed"] and not result.get("failed")
+    assert [{k: r[k] for k in RENEWED_KEYS} for r in planned["renewed"]] == [{k: r[k] for k in RENEWED_KEYS} for r in result["renewed"]]
+    apiserver = next(r for r in result["renewed"] if r["name"] == "apiserver")
+    assert (apiserver["key_type"], apiserver["new_key_type"], apiserver["method"]) == (kind, kind, "native")
+    pki = node / "etc/kubernetes/pki"
+    cert = x509.load_pem_x509_certificate((pki / "apiserver.crt").read_bytes())
+    key = serialization.load_pem_private_key((pki / "apiserver.key").read_bytes(), None)
+    assert _x509.key_type(cert.public_key()) == kind and _x509.key_matches(cert, key)
+
+
+def test_a_ca_key_no_component_verifies_is_refused_by_the_plan(run_module, node):
+    """Before, check mode promised front-proxy-client and the run failed signing it with the Ed448 CA key."""
+    keytypes.give_key(node, "front-proxy-ca", "Ed448", signer="front-proxy-ca")
+    keytypes.give_key(node, "front-proxy-client", signer="front-proxy-ca")
+    before = digest(node)
+    planned = run_module(kubeadm_renew, rootfs=str(node), _ansible_check_mode=True)
+    result = run_module(kubeadm_renew, rootfs=str(node))
+    assert result["failed"] and planned == result and digest(node) == before
+    assert result["msg"] == ("refusing to renew, nothing was changed: front-proxy-client: CA front-proxy-ca has a Ed448 key, "
+                             "whose signatures no Kubernetes component verifies: rotate the CA first "
+                             "(https://kubernetes.io/docs/tasks/tls/manual-rotation-of-ca-certificates/)")
