@@ -24,7 +24,8 @@ description:
     or a CA has such a key; check mode refuses alike.
   - Returns RV(restart), the components that will not use their new certificates until restarted, in restart order,
     with the reason for each in RV(restart_plan); certificates their component picks up by itself (by its version, read
-    from the static pod image) are listed in RV(reloads) and restart nothing. The module restarts nothing itself.
+    from the static pod image) are listed in RV(reloads) and restart nothing. The module restarts nothing itself; restarts
+    that a stopped run owes are returned too (RV(restart_owed)).
   - A failure after something was written reports C(changed=true) and lists what was written in RV(renewed), so the
     caller can roll back.
   - Each certificate and its key are replaced together by atomic renames (key first), keeping modes and owners.
@@ -210,6 +211,15 @@ restart_plan:
     - component: kube-controller-manager
       certs: [controller-manager.conf]
       reason: "kube-controller-manager for controller-manager.conf: it reads the client certificate embedded in its kubeconfig once, at start (...)"
+restart_owed:
+  description:
+    - Components a run renewed certificates for but was stopped before it restarted them (recorded on the node in
+      C(/var/lib/kubepki/restart-owed.json) before the first certificate is written, removed by the playbook once the
+      restarts are verified). They are in RV(restart) whether or not anything is due now.
+  returned: always
+  type: list
+  elements: str
+  sample: [kube-controller-manager, kube-scheduler]
 reloads:
   description: Renewed certificates their component picks up without a restart, and how.
   returned: always
@@ -271,7 +281,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _managers, _nodelock, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _kubeadm, _managers, _nodelock, _owed, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._cryptography_dep import assert_cryptography, assert_yaml
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 from ansible_collections.kubepki.fleet.plugins.module_utils._sign import SigningError
@@ -346,7 +356,8 @@ def main():
                 module.fail_json(msg="kubeadm_config %s: %s; nothing was changed" % (params["kubeadm_config"], exc))
         managers = _managers.find(fs)
         if managers and not params["renew_managed"]:
-            module.exit_json(changed=False, renewed=[], skipped_certs=[], restart=[], restart_plan=[], reloads=[], method=method,
+            module.exit_json(changed=False, renewed=[], skipped_certs=[], restart=[], restart_plan=[], reloads=[], restart_owed=[],
+                             method=method,
                              kubeadm_version=kubeadm.version_text if kubeadm else None,
                              managed_by=managers,
                              msg="left alone: %s. Renewing underneath it would fight it; let it renew, or set renew_managed=true "
@@ -354,11 +365,15 @@ def main():
         # a copied tree (rootfs other than /) serves nothing
         down = _kubeadm.not_serving(fs, params["probe_host"]) if due and params["probe"] and params["rootfs"] == "/" else []
         restart_plan, reloads = _kubeadm.restart_plan(fs, [item.name for item in due], params["restart_policy"], down)
+        owed = _owed.read(fs)
+        restart_plan = _owed.merge(restart_plan, owed)
         if module.check_mode:
             renewed = _kubeadm.planned(due, now)
         else:
             renewed = []
             try:
+                if due and restart_plan:  # before the first cert is written: a run killed after it still owes them
+                    _owed.record(fs, restart_plan, _x509.iso(clock))
                 _kubeadm.apply(fs, due, clock, renewed, kubeadm)
             except Exception as exc:  # pylint: disable=broad-except  # whatever it is, say what was already written
                 written = ", ".join(r["name"] + (" (%s)" % r["partial"] if r.get("partial") else "") for r in renewed)
@@ -370,7 +385,8 @@ def main():
 
         result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, method=method, managed_by=managers,
                       kubeadm_version=kubeadm.version_text if kubeadm else None,
-                      restart=[r["component"] for r in restart_plan], restart_plan=restart_plan, reloads=reloads)
+                      restart=[r["component"] for r in restart_plan], restart_plan=restart_plan, reloads=reloads,
+                      restart_owed=sorted(owed))
         if module._diff:
             result["diff"] = {
                 "before": {r["name"]: {"not_after": r["not_after"], "serial": r["serial"]} for r in renewed},

@@ -5,6 +5,7 @@ back to its old, valid certificates.
 
 The tests run in file order on one fleet: each builds on the state the previous one left.
 """
+import base64
 import datetime
 import json
 import os
@@ -16,6 +17,7 @@ import threading
 import time
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -407,3 +409,49 @@ def test_a_run_killed_with_the_apiserver_parked_converges_on_the_next_ordinary_r
     assert days_left(served(address, 6443)) > 300 and not parked.exists()
     assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
     assert not list((fleet.node_root(node) / "etc/kubernetes").rglob("*.kubepki-tmp"))
+
+
+def test_a_run_killed_after_renewal_before_its_restarts_converges_on_the_next_ordinary_run(fleet, tmp_path):
+    """SIGKILL of ansible-playbook once bravo's controller-manager.conf and scheduler.conf are renewed, before either
+    component is restarted. Both read their client certificates only at start, so they keep presenting the old ones,
+    and the files are fresh, so the next run has nothing to renew. It must still make the restarts the renewal
+    recorded before its first write, and verify them."""
+    node = "bravo-cp1"
+    root = fleet.node_root(node)
+    confs = {"kube-controller-manager": root / "etc/kubernetes/controller-manager.conf",
+             "kube-scheduler": root / "etc/kubernetes/scheduler.conf"}
+    old = {component: conf.read_bytes() for component, conf in confs.items()}
+
+    def presented(component):
+        return json.loads((root / "run/kubepki-lab" / ("%s.status" % component)).read_text())["client_cert"]["sha256"]
+
+    def in_file(component):
+        user = yaml.safe_load(confs[component].read_text())["users"][0]["user"]
+        cert = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
+        return ":".join("%02X" % b for b in cert.fingerprint(hashes.SHA256()))
+
+    run = subprocess.Popen(["ansible-playbook", "playbooks/renew.yml", "-i", str(fleet.output / "inventory.ini"), "-l", node,
+                            "-e", "kubepki_force=true", "-e", json.dumps({"kubepki_certs": ["controller-manager.conf", "scheduler.conf"]}),
+                            "-e", "report_dir=%s" % tmp_path], cwd=str(REPO), env=ansible_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while any(conf.read_bytes() == old[c] for c, conf in confs.items()) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    assert all(conf.read_bytes() != old[c] for c, conf in confs.items()), "the run ended before renewing both kubeconfigs"
+    assert not list((root / "etc/kubernetes/kubepki-parked").glob("*.yaml")), "killed after a restart had begun"
+    assert all(presented(c) != in_file(c) for c in confs), "restarted before the kill"
+
+    result = renew(fleet, tmp_path, "-l", node)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert "nothing under 30 days" in said
+    assert "kube-controller-manager: owed by a run that renewed controller-manager.conf at " in said
+    assert "kube-scheduler: owed by a run that renewed scheduler.conf at " in said
+    for component in confs:
+        assert presented(component) == in_file(component), component
+    assert not (root / "var/lib/kubepki/restart-owed.json").exists()
+    assert not (root / "var/lib/kubepki/renew.lock").exists()

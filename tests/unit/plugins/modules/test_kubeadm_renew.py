@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 
@@ -50,6 +51,8 @@ def test_check_mode_plans_and_writes_nothing(run_module, node):
 def test_renew_then_second_run_changes_nothing(run_module, node):
     first = run_module(kubeadm_renew, rootfs=str(node), _ansible_diff=True)
     assert first["changed"] and first["diff"]["after"]["apiserver"]["serial"] != first["diff"]["before"]["apiserver"]["serial"]
+    # the restarts it planned are owed until the playbook has made them and clears the record
+    os.unlink(node / "var/lib/kubepki/restart-owed.json")
     after_first = digest(node)
     second = run_module(kubeadm_renew, rootfs=str(node))
     assert (second["changed"], second["renewed"], second["restart"]) == (False, [], [])
@@ -210,6 +213,28 @@ def test_a_key_that_no_longer_matches_its_cert_is_renewed_whatever_its_days_left
     assert result["renewed"][0]["due_reason"] == ("/etc/kubernetes/pki/apiserver.key does not match its certificate (a "
                                                   "renewal interrupted between key and certificate)")
     assert run_module(kubeadm_renew, rootfs=str(node))["renewed"] == []
+
+
+def test_a_run_stopped_before_its_restarts_owes_them_to_the_next(run_module, node):
+    """controller-manager and scheduler read their client certs only at start: a run stopped after renewing their
+    kubeconfigs and before restarting them leaves fresh files that the next run would not renew again, so the
+    restarts are recorded before the first write and owed until the playbook clears the record."""
+    first = run_module(kubeadm_renew, rootfs=str(node), force=True, certs=["controller-manager.conf", "scheduler.conf"])
+    assert first["restart"] == ["kube-controller-manager", "kube-scheduler"] and first["restart_owed"] == []
+    record = node / "var/lib/kubepki/restart-owed.json"
+    assert oct(record.stat().st_mode & 0o777) == "0o600"
+    assert sorted(json.loads(record.read_text())) == ["kube-controller-manager", "kube-scheduler"]
+    planned = run_module(kubeadm_renew, rootfs=str(node), certs=["controller-manager.conf", "scheduler.conf"],
+                         _ansible_check_mode=True)
+    assert planned["renewed"] == [] and planned["restart_owed"] == ["kube-controller-manager", "kube-scheduler"]
+    assert planned["restart"] == ["kube-controller-manager", "kube-scheduler"]
+    assert planned["restart_plan"][0]["reason"].startswith(
+        "kube-controller-manager: owed by a run that renewed controller-manager.conf at ")
+    record.write_text("{not json")     # unreadable: restarting too much is safe, forgetting one is not
+    assert run_module(kubeadm_renew, rootfs=str(node), _ansible_check_mode=True)["restart"] == [
+        "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"]
+    record.unlink()                    # the playbook, once the restarts are verified
+    assert run_module(kubeadm_renew, rootfs=str(node), _ansible_check_mode=True)["restart_owed"] == []
 
 
 RENEWED_KEYS = ("name", "method", "method_reason", "due_reason", "key_type", "new_key_type")
