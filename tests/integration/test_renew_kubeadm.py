@@ -455,3 +455,27 @@ def test_a_run_killed_after_renewal_before_its_restarts_converges_on_the_next_or
         assert presented(component) == in_file(component), component
     assert not (root / "var/lib/kubepki/restart-owed.json").exists()
     assert not (root / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_a_full_disk_at_backup_stops_the_node_before_any_change(fleet, tmp_path):
+    """A 1 MiB filesystem where the backups go: the node's transaction stops at the backup, says what to do, and
+    renews, restarts and leaves nothing - no lock, no half backup, no owed restart."""
+    node = "bravo-cp1"
+    root = fleet.node_root(node)
+    (root / "var/lib/kubepki/backups").mkdir(parents=True, exist_ok=True)
+    fleet.run_in_node(node, ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", "/var/lib/kubepki/backups"])
+    before = digest(fleet, [node])
+    try:
+        result = renew(fleet, tmp_path, "-l", node, "-e", "kubepki_force=true")
+        in_backups = fleet.run_in_node(node, ["ls", "-A", "/var/lib/kubepki/backups"]).stdout
+    finally:
+        fleet.run_in_node(node, ["umount", "/var/lib/kubepki/backups"])
+    assert result.returncode != 0
+    said = " ".join(result.stdout.split())
+    assert "Not enough space for a backup in /var/lib/kubepki/backups on bravo-cp1: " in said
+    assert "Free space, lower backup_keep, or set backup_dir to a larger filesystem." in said
+    assert "to a larger filesystem. Nothing was changed. Nothing was renewed on it." in said
+    assert "rolled back" not in said and "half renewed" not in said
+    assert in_backups == ""
+    lock = "nodes/%s/root/var/lib/kubepki/module.lock" % node    # the modules' empty flock file, left by any run
+    assert {k: v for k, v in digest(fleet, [node]).items() if k != lock} == {k: v for k, v in before.items() if k != lock}
