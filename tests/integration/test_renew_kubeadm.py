@@ -479,3 +479,23 @@ def test_a_full_disk_at_backup_stops_the_node_before_any_change(fleet, tmp_path)
     assert in_backups == ""
     lock = "nodes/%s/root/var/lib/kubepki/module.lock" % node    # the modules' empty flock file, left by any run
     assert {k: v for k, v in digest(fleet, [node]).items() if k != lock} == {k: v for k, v in before.items() if k != lock}
+
+
+def test_a_controller_clock_minutes_behind_keeps_the_backup_it_takes(fleet, tmp_path):
+    """Backups are pruned by name, which is a time. Named by a controller 30 minutes behind the node (libfaketime on
+    ansible-playbook), the new backup sorted before the one a run took a minute earlier and, with
+    kubepki_backup_keep=1, was pruned at once: the node was renewed with no backup. The node's clock names it now."""
+    node = "bravo-cp1"
+    backups = fleet.node_root(node) / "var/lib/kubepki/backups"
+    earlier = backups / (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)).strftime("%Y%m%dT%H%M%SZ")
+    earlier.mkdir(parents=True, mode=0o700)
+    (earlier / "SHA256SUMS").write_text("")
+    result = ansible(["faketime", "-f", "-30m", "ansible-playbook", "playbooks/renew.yml", "-i", str(fleet.output / "inventory.ini"),
+                      "-l", node, "-e", "kubepki_force=true", "-e", json.dumps({"kubepki_certs": ["apiserver"]}),
+                      "-e", "kubepki_backup_keep=1", "-e", "report_dir=%s" % (tmp_path / "report")])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    kept = [p for p in backups.iterdir() if p.is_dir()]
+    assert len(kept) == 1 and kept[0] != earlier, kept
+    assert {p.name for p in kept[0].iterdir()} >= {"files.tar.gz", "SHA256SUMS"}
+    taken = datetime.datetime.strptime(kept[0].name, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - taken).total_seconds()) < 600, kept[0].name
