@@ -116,10 +116,10 @@ def main() -> int:
               flush=True)
         for step, argv in steps:
             seconds, rc, out, load, cpu = timed(argv, env, work / f"{step.replace(' ', '_').replace('-', '')}.log")
-            ping = rows[1][1] if len(rows) > 1 else seconds
             rows.append((step, seconds))
-            print(f"{step:<18} {seconds:>8.1f} {seconds / ping:>7.1f} {seconds / size:>7.2f} {load:>9.1f} {cpu:>9.1f} "
-                  f"{cpu / size:>10.3f}", flush=True)
+            ratio = f"{seconds / rows[1][1]:>7.1f}" if len(rows) > 1 else f"{'-':>7}"   # the warm ping is the unit
+            print(f"{step:<18} {seconds:>8.1f} {ratio} {seconds / size:>7.2f} {load:>9.1f} {cpu:>9.1f} {cpu / size:>10.3f}",
+                  flush=True)
             problem = answered(step, rc, out, size)
             if problem:
                 failures.append(f"{step}: {problem} (see {work})")
