@@ -1,15 +1,15 @@
 """A light kubeadm node: its TLS endpoints, without the components behind them (cluster key `light: true`).
 
-    kubeadm_endpoints.py --hostname NODE [--manifests DIR] [--kubelet-config FILE]
+    kubeadm_endpoints.py --hostname=NODE [--manifests=DIR] [--kubelet-config=FILE]
 
 One process serves what each component of the node would serve, on the address and port its static pod
 manifest gives: kube-apiserver its --tls-cert-file (reloaded on change, apiserver's dynamic_serving_content.go),
-etcd its --cert-file on --listen-client-urls and --peer-cert-file on --listen-peer-urls (read per handshake,
-etcd client/pkg/transport/listener.go), kube-controller-manager and kube-scheduler an in-memory self-signed
+etcd its --cert-file on every --listen-client-urls URL and --peer-cert-file on every --listen-peer-urls URL (read
+per handshake, etcd client/pkg/transport/listener.go; here when they change), kube-controller-manager and kube-scheduler an in-memory self-signed
 CN=localhost@<unix> (no --tls-cert-file: client-go GenerateSelfSignedCertKey, as the stand-ins do), and the
 kubelet its serving cert as tools/kubelet.py chooses it. Nothing else: no API, no etcd data, no static pods, no
-node Lease. So the node holds real certs and serves them to cert_facts' probes for a tenth of a full control
-plane's processes; a renewal that must restart something needs a full node.
+node Lease. So the node holds real certs and serves them to cert_facts' probes with one process instead of six;
+a renewal that must restart something needs a full node.
 """
 import ssl
 import sys
@@ -38,12 +38,11 @@ def _flags(manifest: Path) -> dict:
     return supervisor.parse_flags(list(container.get("command") or []) + list(container.get("args") or []))
 
 
-def _host_port(flags: dict, listen: str, default_port: int):
+def _listeners(flags: dict, listen: str, default_port: int) -> list:
     value = flags.get(listen, "127.0.0.1")
-    if "://" in value:     # etcd: the last URL of the list, as cert_facts probes it
-        host, _, port = value.split(",")[-1].split("://", 1)[1].rpartition(":")
-        return host, int(port)
-    return value, int(flags.get("secure-port", default_port))
+    if "://" in value:     # etcd: a comma-separated list of URLs
+        return [(url.split("://", 1)[1].rpartition(":")[0], int(url.rpartition(":")[2])) for url in value.split(",")]
+    return [(value, int(flags.get("secure-port", default_port)))]
 
 
 def _self_signed():
@@ -66,7 +65,7 @@ def main(argv=None) -> int:
         component = _flags(manifests / name)
         for listen, port, cert, key in listeners:
             context = supervisor.tls_context(component[cert], component[key], reload=True) if cert else _self_signed()
-            supervisor.serve_https([_host_port(component, listen, port)], context, supervisor.make_handler(name[:-5]))
+            supervisor.serve_https(_listeners(component, listen, port), context, supervisor.make_handler(name[:-5]))
     config = yaml.safe_load(Path(flags.get("kubelet-config", "/var/lib/kubelet/config.yaml")).read_text()) or {}
     cert, key, file_cert = kubelet.serving_pair({}, config, flags["hostname"])
     reload = file_cert and kubelet.reloads_file_cert(kubelet.version())
