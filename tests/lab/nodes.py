@@ -87,7 +87,7 @@ TOOLS = {"crictl": "tools/crictl.py", "systemctl": "tools/systemctl.py", "docker
          "kube-apiserver": "standins/kube_apiserver.py", "kube-controller-manager": "standins/kube_controller_manager.py",
          "kube-scheduler": "standins/kube_scheduler.py", "kubeadm-endpoints": "standins/kubeadm_endpoints.py"}
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-NODE_TOOLS = {"kubeadm": ("kubeadm", "crictl", "systemctl", "kubelet", "kubeadm-endpoints") + CONTROL_PLANE,
+NODE_TOOLS = {"kubeadm": ("kubeadm", "crictl", "systemctl", "kubelet") + CONTROL_PLANE,
               "rke1": ("docker", "systemctl", "kubelet") + CONTROL_PLANE, "k3s": ("k3s", "systemctl", "kubectl"),
               "rke2": ("rke2", "systemctl", "kubectl")}
 # what a tool is on nodes of one distribution, where it differs (RKE2's kubectl reads rke2.yaml)
@@ -127,7 +127,8 @@ def populate(node, root: Path) -> None:
     material = _MATERIAL[key][1]
     units, containers, listen, restore = {"kubeadm": _kubeadm_node, "rke1": _rke1_node, "k3s": _k3s_node,
                                           "rke2": _k3s_node}[dist](node, root, material)
-    _install_tools(root, NODE_TOOLS[dist], DISTRIBUTION_TOOLS.get(dist, {}))
+    light = ("kubeadm-endpoints",) if _light(node.cluster) else ()
+    _install_tools(root, NODE_TOOLS[dist] + light, DISTRIBUTION_TOOLS.get(dist, {}))
     for tool in ("kubelet", "kubeadm", "k3s", "rke2"):   # what the node's tool reports and behaves as
         if f"{tool}_version" in material:
             (root / "run/kubepki-lab").mkdir(parents=True, exist_ok=True)
