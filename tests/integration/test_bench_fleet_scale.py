@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from labutil import REPO, busy
+from labutil import REPO, busy, labmod
 
 import fleet_scale  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
 
@@ -67,3 +67,11 @@ def test_lab_is_down(bench):
     _run, work, nodes = bench
     assert not (work / "lab").exists()
     assert not busy(_ssh_addresses(nodes))
+
+
+@pytest.mark.parametrize("size", [12, 24, 48, 300])
+def test_fleet_of_any_size_is_a_valid_lab_fleet(size):
+    fleet = labmod.load_fleet(fleet_scale.spec(size))
+    assert len(fleet.nodes) == size == len({n.address for n in fleet.nodes})
+    assert {c.distribution for c in fleet.clusters} == {"kubeadm", "rke1", "k3s"}
+    assert sum(len(c.nodes) > 2 for c in fleet.clusters) == (size >= 24) + max(1, size // 16)   # HA clusters
