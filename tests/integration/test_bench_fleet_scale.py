@@ -4,7 +4,7 @@ Runs the benchmark without the real renew.yml (the slowest step, whose renewals 
 test_rke_kubelet.py and test_k3s_serving.py cover; the benchmark's --check run still plans them) and checks
 that it ran to the end: every node answered ping, check.yml and renew.yml --check passed on every node, the
 ratios were printed, the light nodes serve the certs they hold, and the lab is down. No timing is judged.
-Needs root and 127.0.8.x, 127.0.9.x, 10.213.20.x free.
+Needs root and 127.0.8.x, 127.0.9.x, 10.213.20.x free. Also: fleet_scale.py's fleets of other sizes are valid (no lab).
 """
 import json
 import subprocess
