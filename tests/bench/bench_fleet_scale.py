@@ -76,15 +76,19 @@ def answered(step: str, rc: int, out: str, nodes: int) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", default="48", help=f"nodes (at least {fleet_scale.MIN_SIZE}), or small ({SMALL})")
+    ap.add_argument("--size", default=48, type=lambda v: SMALL if v == "small" else int(v),
+                    help=f"nodes (at least {fleet_scale.MIN_SIZE}), or small ({SMALL})")
     ap.add_argument("--forks", type=int, default=20, help="ansible forks for every step (ansible.cfg: 20)")
     ap.add_argument("--no-renew", action="store_true", help="skip the real renew.yml")
     ap.add_argument("--output", help="work dir: fleet file, lab, reports, logs of each step (default: a temp dir)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_fleet_scale.py needs root, like the lab itself")
-    size = SMALL if args.size == "small" else int(args.size)
-    spec = fleet_scale.spec(size)
+    size = args.size
+    try:
+        spec = fleet_scale.spec(size)
+    except ValueError as e:
+        sys.exit(f"bench_fleet_scale.py: {e}")
     work = Path(args.output or tempfile.mkdtemp(prefix="kubepki-fleet-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "fleet.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
