@@ -74,9 +74,13 @@ def answered(step: str, rc: int, out: str, nodes: int) -> str:
     return ""
 
 
+def size_arg(value: str) -> int:
+    return SMALL if value == "small" else int(value)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", default=48, type=lambda v: SMALL if v == "small" else int(v),
+    ap.add_argument("--size", default=48, type=size_arg,
                     help=f"nodes (at least {fleet_scale.MIN_SIZE}), or small ({SMALL})")
     ap.add_argument("--forks", type=int, default=20, help="ansible forks for every step (ansible.cfg: 20)")
     ap.add_argument("--no-renew", action="store_true", help="skip the real renew.yml")
