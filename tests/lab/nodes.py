@@ -23,6 +23,9 @@ external` gives the cluster an etcd outside kubeadm (a systemd unit with its own
 plane; the control planes hold its ca.crt and an apiserver-etcd-client pair, as kubeadm's external-etcd
 docs have the user copy them); single control plane only. Key `certificate_validity_hours:` (v1.31 only) is
 the cluster's v1beta4 certificateValidityPeriod: its leaves live that long and its kubeadm-config says so.
+Key `light: true` (scenario fresh only) makes a light cluster for fleets at scale (tests/lab/fleet_scale.py): the
+same PKI and manifests, but each node runs one process that serves its endpoints (standins/kubeadm_endpoints.py)
+instead of etcd, the control plane and the kubelet; no API, so no kubeadm-config upload and nothing to restart.
 
 Scenarios (cluster key `scenario:`), times relative to `up`:
     kubeadm  fresh            everything issued 30 days ago
@@ -82,7 +85,7 @@ TOOLS = {"crictl": "tools/crictl.py", "systemctl": "tools/systemctl.py", "docker
          "kubectl": "tools/k3s.py kubectl",     # k3s's kubectl link: the real kubectl with k3s.yaml
          "rke2": "tools/k3s.py --program rke2",
          "kube-apiserver": "standins/kube_apiserver.py", "kube-controller-manager": "standins/kube_controller_manager.py",
-         "kube-scheduler": "standins/kube_scheduler.py"}
+         "kube-scheduler": "standins/kube_scheduler.py", "kubeadm-endpoints": "standins/kubeadm_endpoints.py"}
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 NODE_TOOLS = {"kubeadm": ("kubeadm", "crictl", "systemctl", "kubelet") + CONTROL_PLANE,
               "rke1": ("docker", "systemctl", "kubelet") + CONTROL_PLANE, "k3s": ("k3s", "systemctl", "kubectl"),
@@ -104,6 +107,10 @@ def _days(n: float):
     return n * pki.DAY
 
 
+def _light(cluster) -> bool:
+    return str(cluster.vars.get("kubepki_light", "")).lower() == "true"
+
+
 # ---------------------------------------------------------------------------------------------
 # populate
 
@@ -120,7 +127,8 @@ def populate(node, root: Path) -> None:
     material = _MATERIAL[key][1]
     units, containers, listen, restore = {"kubeadm": _kubeadm_node, "rke1": _rke1_node, "k3s": _k3s_node,
                                           "rke2": _k3s_node}[dist](node, root, material)
-    _install_tools(root, NODE_TOOLS[dist], DISTRIBUTION_TOOLS.get(dist, {}))
+    light = ("kubeadm-endpoints",) if _light(node.cluster) else ()
+    _install_tools(root, NODE_TOOLS[dist] + light, DISTRIBUTION_TOOLS.get(dist, {}))
     for tool in ("kubelet", "kubeadm", "k3s", "rke2"):   # what the node's tool reports and behaves as
         if f"{tool}_version" in material:
             (root / "run/kubepki-lab").mkdir(parents=True, exist_ok=True)
@@ -162,6 +170,9 @@ def _kubeadm_cluster(node) -> dict:
     if line not in KUBEADM_LINES:
         raise ValueError(f"cluster {node.cluster.name}: kubeadm_version {line!r} is not one of {', '.join(KUBEADM_LINES)}")
     style = KUBEADM_LINES[line]
+    if _light(node.cluster) and scenario != "fresh":
+        raise ValueError(f"cluster {node.cluster.name}: a light cluster has nothing to restart renewed certs with, so its "
+                         f"scenario must be fresh (not {scenario})")
     validity = node.cluster.vars.get("kubepki_certificate_validity_hours")
     # v1beta4 certificateValidityPeriod: the cluster's leaves, and the kubeadm-config it uploads, say so
     profile = pki.dataclasses.replace(pki.KUBEADM_STYLES[style], leaf_lifetime=int(validity) * pki.HOUR) \
@@ -242,6 +253,8 @@ def _kubeadm_node(node, root: Path, m: dict):
             "--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock", f"--node-ip={ip}",
             "--pod-infra-container-image=registry.k8s.io/pause:3.10"]
     units = {"kubelet": {"argv": argv}}
+    if _light(node.cluster):
+        units = {"kubeadm-endpoints": {"argv": ["kubeadm-endpoints", f"--hostname={node.name}"]}}
     if m["cluster"].external_etcd_ca is not None and node.name == m["cps"][0].name:
         units["etcd"] = _external_etcd_unit(root, m, node)
     return units, [], listen, restore
@@ -416,7 +429,8 @@ def start(lab, node) -> None:
     root = lab.node_root(node)
     config = json.loads((root / "run/kubepki-lab/services.json").read_text())
     cps = [n for n in node.cluster.nodes if n.role == "control-plane"]
-    if node.distribution == "kubeadm" and node.role == "control-plane" and node.name != cps[0].name:
+    light = _light(node.cluster)     # no etcd to join, no API to upload to
+    if not light and node.distribution == "kubeadm" and node.role == "control-plane" and node.name != cps[0].name:
         _etcd_member_add(lab.node_root(cps[0]), cps[0].address, node)
     lab.run_in_node(node, [NODE_PYTHON, str(HERE / "supervisor.py"), "run"], background=True,
                     log=root / "var/log/kubepki-lab/supervisor.log")
@@ -427,7 +441,7 @@ def start(lab, node) -> None:
             raise RuntimeError(f"the supervisor of {node.name} did not start; see {root}/var/log/kubepki-lab/supervisor.log:\n"
                                + _tail(root / "var/log/kubepki-lab/supervisor.log"))
         time.sleep(0.02)
-    if node.distribution == "kubeadm" and node.name == cps[0].name:
+    if not light and node.distribution == "kubeadm" and node.name == cps[0].name:
         _UPLOADS.append((root, cps[0].address, _MATERIAL[id(node.cluster)][1]["cluster"]))
     if config and node.name == lab.fleet().nodes[-1].name:
         wait_ready(lab)
