@@ -381,7 +381,7 @@ def main():
                                      "node's backup (playbooks/rollback.yml), or fix the cause and run again"
                                      % (exc, "written before the failure: " + written if written else "nothing was written"),
                                  changed=bool(renewed), renewed=renewed, restart=[r["component"] for r in restart_plan],
-                                 exception=traceback.format_exc())
+                                 restart_owed=sorted(owed), exception=traceback.format_exc())
 
         result = dict(changed=bool(renewed), renewed=renewed, skipped_certs=skipped, method=method, managed_by=managers,
                       kubeadm_version=kubeadm.version_text if kubeadm else None,
