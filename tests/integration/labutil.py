@@ -131,7 +131,9 @@ def tree_digest(directories, relative_to):
         for dirpath, _dirs, files in os.walk(directory):
             for name in files:
                 path = os.path.join(dirpath, name)
-                if os.path.islink(path):
+                # SQLite's -shm is a shared-memory index each connection may create and delete (a k3s datastore's),
+                # never data: the walk could race it
+                if os.path.islink(path) or name.endswith("-shm"):
                     continue
                 with open(path, "rb") as handle:
                     content = hashlib.sha256(handle.read()).hexdigest()
