@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=.venv
-debs=(openssh-server shellcheck python3-cryptography python3-yaml python3-venv etcd-server etcd-client sqlite3 iproute2 util-linux faketime)
+debs=(openssh-server shellcheck python3-cryptography python3-yaml python3-venv etcd-server etcd-client sqlite3 iproute2 util-linux faketime strace)
 
 missing=()
 for pkg in "${debs[@]}"; do

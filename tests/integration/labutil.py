@@ -4,10 +4,12 @@ import datetime
 import hashlib
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -169,3 +171,93 @@ def scheduler_that_never_comes_back(node_root):
         yield
     finally:
         wrapper.write_text(original)
+
+
+@contextlib.contextmanager
+def renames_held(lab, node, seconds=5):
+    """strace on the node's sshd processes and all they start from now on: each rename returns `seconds` after it is
+    done, so a test can kill the process between two renames. Yields the tracer."""
+    namespace = _namespace(lab.node_pid(node))
+    sshds = [pid for pid in _pids() if _comm(pid) == "sshd" and _namespace(pid) == namespace]
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2",
+                               "-e", "inject=rename,renameat,renameat2:delay_exit=%d" % (seconds * 1000000),
+                               *[arg for pid in sshds for arg in ("-p", str(pid))]])
+    try:
+        wait_for(lambda: all(_tracer(pid) == tracer.pid for pid in sshds), "strace to attach to %s's sshd" % node)
+        yield tracer
+    finally:
+        tracer.terminate()
+        tracer.wait()
+
+
+def kill_traced(tracer):
+    """SIGKILL the Python processes the node's sshd started under `tracer`: a module, as the OOM killer would. Its shell
+    and SSH session live on to report the death (killing those too is a dropped connection: the host unreachable)."""
+    for pid in _pids():
+        if _tracer(pid) == tracer.pid and _comm(pid).startswith("python"):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _pids():
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _proc_text(pid, name):
+    try:
+        with open("/proc/%d/%s" % (pid, name), encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:      # the process is gone
+        return ""
+
+
+def _comm(pid):
+    return _proc_text(pid, "comm").strip()
+
+
+def _tracer(pid):
+    return next((int(line.split()[1]) for line in _proc_text(pid, "status").splitlines() if line.startswith("TracerPid:")), 0)
+
+
+def _namespace(pid):
+    try:
+        return os.readlink("/proc/%d/ns/mnt" % pid)
+    except OSError:
+        return None
+
+
+class KilledRun:
+    """A playbook run with -l node in a session of its own, its output read as it comes, and SIGKILLed with its whole
+    process group (the forks and their SSH clients) on leaving the with block, as a cancelled job or a dead controller."""
+
+    def __init__(self, lab, tmp_path, node, *args, playbook="playbooks/renew.yml"):
+        self.process = subprocess.Popen(
+            ["ansible-playbook", playbook, "-i", str(lab.output / "inventory.ini"), "-l", node,
+             "-e", "report_dir=%s" % tmp_path, *args], cwd=str(REPO), env=dict(ansible_env(), PYTHONUNBUFFERED="1"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def announced(self, task):
+        """Whether the run has started a task whose banner holds `task` (the tasks before it are done)."""
+        return any(line.startswith("TASK [") and task in line for line in list(self.lines))
+
+    def until(self, predicate, what, timeout=600):
+        deadline = time.monotonic() + timeout
+        while not predicate() and self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert predicate(), "the run ended before %s:\n%s" % (what, "".join(self.lines[-40:]))
+
+    def __enter__(self):
+        return self
+
+    def kill(self):
+        if self.process.returncode is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __exit__(self, *exc):
+        self.kill()

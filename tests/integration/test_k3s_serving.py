@@ -2,8 +2,8 @@
 seed 003: server/tls renewed, the served k3s-serving certificate expired 35 days ago): --check changes no byte, a stopped k3s gives a clear
 message and loses nothing, the reset makes :6443 serve a new CN=k3s certificate that the secret
 matches without touching the clock, a second run changes nothing, leaves beyond k3s's window are
-rotated and a due agent restarted, a secret already gone is fine, and a k3s that does not come back
-is rolled back.
+rotated and a due agent restarted, a secret already gone is fine, and a k3s that does not come back,
+or a reset module killed half-way, is rolled back.
 
 The tests run in file order on one lab: each builds on the state the previous one left.
 """
@@ -17,8 +17,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import (REPO, ansible, cn, days_left, default_cluster, k3s_server_that_fails_to_start_if, listening, own_lab,
-                     served, ssh, tree_digest, wait_for)
+from labutil import (REPO, KilledRun, ansible, cn, days_left, default_cluster, k3s_server_that_fails_to_start_if, kill_traced,
+                     listening, own_lab, renames_held, served, ssh, tree_digest, wait_for)
 
 sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
 import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
@@ -179,5 +179,31 @@ def test_a_k3s_that_does_not_come_back_is_rolled_back(delta):
     assert sha1(served(ADDRESSES[SERVER], 6443)) == sha1(before)
     assert (tls / "dynamic-cert.json").read_bytes() == cache
     # k3s recreates the secret it was made to lose from the restored cache.
+    assert secret_annotation(delta) == ("SHA1=" + sha1(before), sha1(before))
+    assert not (delta.node_root(SERVER) / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_a_reset_module_killed_half_way_is_rolled_back_by_its_run(delta, tmp_path):
+    """Only k3s_serving_reset dies (as the OOM killer would) once it has deleted the secret and moved dynamic-cert.json
+    aside, before it reports; strace holds each rename on the node for 5 s. The run cannot know what the module did, so
+    it restores the backup and restarts k3s, which recreates the secret from the restored cache. Before, it said
+    "Nothing was changed on it" and left the secret deleted and the cache moved aside."""
+    tls = delta.node_root(SERVER) / TLS
+    cache = (tls / "dynamic-cert.json").read_bytes()
+    before = served(ADDRESSES[SERVER], 6443)
+    with KilledRun(delta, tmp_path, SERVER, "-e", "kubepki_force=true", playbook="playbooks/renew_k3s.yml") as run:
+        run.until(lambda: run.announced("Back up the server's certificates and kubeconfig"), "backing the server up")
+        with renames_held(delta, SERVER) as tracer:
+            run.until(lambda: not (tls / "dynamic-cert.json").exists(), "moving dynamic-cert.json aside")
+            kill_traced(tracer)
+        run.until(lambda: run.process.poll() is not None, "ending", timeout=900)
+    print("".join(run.lines))
+    said = " ".join("".join(run.lines).split())
+    assert run.process.returncode != 0
+    assert ("Reset of delta-server failed - Delete the secret, move dynamic-cert.json aside, force the leaves k3s would keep: "
+            "its process was killed (signal 9) before it said what it wrote. It was rolled back: the backup ") in said
+    wait_for(lambda: listening(ADDRESSES[SERVER], 6443), "k3s to serve again")
+    assert sha1(served(ADDRESSES[SERVER], 6443)) == sha1(before)
+    assert (tls / "dynamic-cert.json").read_bytes() == cache
     assert secret_annotation(delta) == ("SHA1=" + sha1(before), sha1(before))
     assert not (delta.node_root(SERVER) / "var/lib/kubepki/renew.lock").exists()

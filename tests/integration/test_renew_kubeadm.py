@@ -10,7 +10,6 @@ import datetime
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import threading
@@ -19,9 +18,10 @@ import time
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
-from labutil import REPO, ansible, ansible_env, cn, days_left, listening, scheduler_that_never_comes_back, served, ssh, tree_digest, wait_for
+from labutil import (REPO, KilledRun, ansible, ansible_env, cn, days_left, kill_traced, listening, renames_held, scheduler_that_never_comes_back, served,
+                     ssh, tree_digest, wait_for)
 
 import prober  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
 
@@ -46,6 +46,26 @@ def renew(lab, tmp_path, *args):
 
 def fingerprints(addresses, ports=(6443, 2379, 2380)):
     return {(a, p): served(a, p).fingerprint(hashes.SHA256()) for a in addresses for p in ports}
+
+
+def pki_digest(lab, node):
+    """The node's certificates, keys and kubeconfigs."""
+    return tree_digest([lab.node_root(node) / "etc/kubernetes", lab.node_root(node) / "var/lib/kubelet/pki"], lab.output)
+
+
+def key_matches(key, crt):
+    public = serialization.load_pem_private_key(key.read_bytes(), None).public_key()
+    return public == x509.load_pem_x509_certificate(crt.read_bytes()).public_key()
+
+def presented(root, component):
+    """The client certificate a lab component runs with (its status file)."""
+    return json.loads((root / "run/kubepki-lab" / ("%s.status" % component)).read_text())["client_cert"]["sha256"]
+
+
+def in_kubeconfig(conf):
+    user = yaml.safe_load(conf.read_text())["users"][0]["user"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
+    return ":".join("%02X" % b for b in cert.fingerprint(hashes.SHA256()))
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +271,8 @@ def test_rollback_playbook_restores_a_chosen_backup(fleet, tmp_path):
     assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
 
 
-def test_a_held_lock_stops_a_second_run_and_stays(fleet, tmp_path):
+def test_a_held_lock_stops_a_second_run_until_its_claim_ends(fleet, tmp_path):
+    """Another controller's lock: refused, changing nothing, while it is younger than lock_node_lease_seconds."""
     node = "alpha-cp2"
     lock = fleet.node_root(node) / "var/lib/kubepki/renew.lock"
     lock.mkdir(mode=0o700)
@@ -264,9 +285,21 @@ def test_a_held_lock_stops_a_second_run_and_stays(fleet, tmp_path):
         assert "awx-job-42" in result.stdout
         assert lock.exists(), "the other run's lock was released"
         assert digest(fleet, [node]) == before
-    finally:
+    except BaseException:
         (lock / "owner").unlink()
         lock.rmdir()
+        raise
+
+    # An hour later, by the node's clock, the claim has ended: the next ordinary run takes the lock over.
+    an_hour_ago = time.time() - 3660
+    os.utime(lock / "owner", (an_hour_ago, an_hour_ago))
+    os.utime(lock, (an_hour_ago, an_hour_ago))
+    result = renew(fleet, tmp_path, "-l", node)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert ("alpha-cp2: taking over /var/lib/kubepki/renew.lock from a run that is gone (renewal started 2026-11-23T03:00:00Z"
+            " from awx-job-42, held longer than 3600 s)") in said
+    assert not lock.exists()
 
 
 def lease_holder(lab):
@@ -386,18 +419,8 @@ def test_a_run_killed_with_the_apiserver_parked_converges_on_the_next_ordinary_r
     puts the manifest back and ends with every control-plane component serving."""
     node, address = "bravo-cp1", BRAVO["bravo-cp1"]
     parked = fleet.node_root(node) / "etc/kubernetes/kubepki-parked/kube-apiserver.yaml"
-    run = subprocess.Popen(["ansible-playbook", "playbooks/renew.yml", "-i", str(fleet.output / "inventory.ini"), "-l", node,
-                            "-e", "kubepki_force=true", "-e", "kubepki_restart_policy=always", "-e", "report_dir=%s" % tmp_path],
-                           cwd=str(REPO), env=ansible_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
-    try:
-        deadline = time.monotonic() + 600
-        while not parked.exists() and run.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert parked.exists(), "the run ended before parking kube-apiserver's manifest"
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
+    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true", "-e", "kubepki_restart_policy=always") as run:
+        run.until(parked.exists, "parking kube-apiserver's manifest")
     wait_for(lambda: not listening(address, 6443), "the kubelet to stop kube-apiserver")
     assert (fleet.node_root(node) / "var/lib/kubepki/renew.lock/owner").exists()
 
@@ -422,28 +445,11 @@ def test_a_run_killed_after_renewal_before_its_restarts_converges_on_the_next_or
              "kube-scheduler": root / "etc/kubernetes/scheduler.conf"}
     old = {component: conf.read_bytes() for component, conf in confs.items()}
 
-    def presented(component):
-        return json.loads((root / "run/kubepki-lab" / ("%s.status" % component)).read_text())["client_cert"]["sha256"]
-
-    def in_file(component):
-        user = yaml.safe_load(confs[component].read_text())["users"][0]["user"]
-        cert = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
-        return ":".join("%02X" % b for b in cert.fingerprint(hashes.SHA256()))
-
-    run = subprocess.Popen(["ansible-playbook", "playbooks/renew.yml", "-i", str(fleet.output / "inventory.ini"), "-l", node,
-                            "-e", "kubepki_force=true", "-e", json.dumps({"kubepki_certs": ["controller-manager.conf", "scheduler.conf"]}),
-                            "-e", "report_dir=%s" % tmp_path], cwd=str(REPO), env=ansible_env(), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 600
-        while any(conf.read_bytes() == old[c] for c, conf in confs.items()) and run.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
-    assert all(conf.read_bytes() != old[c] for c, conf in confs.items()), "the run ended before renewing both kubeconfigs"
+    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true",
+                   "-e", json.dumps({"kubepki_certs": ["controller-manager.conf", "scheduler.conf"]})) as run:
+        run.until(lambda: all(conf.read_bytes() != old[c] for c, conf in confs.items()), "renewing both kubeconfigs")
     assert not list((root / "etc/kubernetes/kubepki-parked").glob("*.yaml")), "killed after a restart had begun"
-    assert all(presented(c) != in_file(c) for c in confs), "restarted before the kill"
+    assert all(presented(root, c) != in_kubeconfig(confs[c]) for c in confs), "restarted before the kill"
 
     result = renew(fleet, tmp_path, "-l", node)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -452,10 +458,117 @@ def test_a_run_killed_after_renewal_before_its_restarts_converges_on_the_next_or
     assert "kube-controller-manager: owed by a run that renewed controller-manager.conf at " in said
     assert "kube-scheduler: owed by a run that renewed scheduler.conf at " in said
     for component in confs:
-        assert presented(component) == in_file(component), component
+        assert presented(root, component) == in_kubeconfig(confs[component]), component
     assert not (root / "var/lib/kubepki/restart-owed.json").exists()
     assert not (root / "var/lib/kubepki/renew.lock").exists()
 
+
+
+def test_a_run_killed_after_its_backup_converges_on_the_next_ordinary_run(fleet, tmp_path):
+    """SIGKILL of ansible-playbook once bravo's backup is taken, before a byte is written: a complete backup and the
+    lock stay. The next ordinary run takes the lock over, has nothing due, and leaves every file as it was."""
+    node = "bravo-cp1"
+    root = fleet.node_root(node)
+    backups = root / "var/lib/kubepki/backups"
+    earlier = set(backups.iterdir())
+    before = pki_digest(fleet, node)
+    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true") as run:
+        run.until(lambda: run.announced("Note what the node shows before the restarts"), "backing the node up")
+    taken = [p for p in backups.iterdir() if p not in earlier]
+    assert len(taken) == 1, taken
+    assert subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=str(taken[0]), check=False).returncode == 0
+    assert (root / "var/lib/kubepki/renew.lock/owner").exists() and pki_digest(fleet, node) == before
+
+    result = renew(fleet, tmp_path, "-l", node)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert "bravo-cp1: taking over /var/lib/kubepki/renew.lock from a run that is gone (renewal started " in said
+    assert "nothing under 30 days" in said
+    assert pki_digest(fleet, node) == before
+    assert not (root / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_a_run_killed_between_a_key_and_its_cert_converges_on_the_next_ordinary_run(fleet, tmp_path):
+    """The renewing module and ansible-playbook SIGKILLed after apiserver.key is renamed into place and before
+    apiserver.crt is: a new key beside the old cert, which kube-apiserver refuses at its next start, and the cert's
+    staged file. strace holds every rename on the node for 5 s, so the kill lands between the two. The next ordinary
+    run renews the pair though the cert has a year left, removes the staged file and restarts kube-apiserver."""
+    node, address = "bravo-cp1", BRAVO["bravo-cp1"]
+    root = fleet.node_root(node)
+    key, crt = root / "etc/kubernetes/pki/apiserver.key", root / "etc/kubernetes/pki/apiserver.crt"
+    old_key = key.stat().st_ino
+    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true", "-e", "kubepki_method=native",
+                   "-e", json.dumps({"kubepki_certs": ["apiserver"]})) as run:
+        run.until(lambda: run.announced("Note what the node shows before the restarts"), "backing the node up")
+        with renames_held(fleet, node) as tracer:
+            run.until(lambda: key.stat().st_ino != old_key, "renaming apiserver.key into place")
+            run.kill()
+            kill_traced(tracer)      # its shell and SSH session die with the controller's end
+    assert not key_matches(key, crt), "killed after the cert's rename"
+    assert list(crt.parent.glob(".apiserver.crt.*.kubepki-tmp"))
+    assert days_left(x509.load_pem_x509_certificate(crt.read_bytes())) > 300
+
+    result = renew(fleet, tmp_path, "-l", node)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert "/etc/kubernetes/pki/apiserver.key does not match its certificate (a renewal interrupted between key and certificate)" in said
+    assert key_matches(key, crt)
+    assert served(address, 6443).public_key() == x509.load_pem_x509_certificate(crt.read_bytes()).public_key()
+    assert not list(crt.parent.glob("*.kubepki-tmp"))
+    assert not (root / "var/lib/kubepki/renew.lock").exists()
+    assert not (root / "var/lib/kubepki/restart-owed.json").exists()
+
+
+
+def test_a_renewing_module_killed_between_a_key_and_its_cert_is_rolled_back_by_its_run(fleet, tmp_path):
+    """Only the module dies (the OOM killer, a node-side kill) after apiserver.key is renamed into place and before
+    apiserver.crt is, while the play lives on. Its result says nothing of what it wrote, so the run restores the
+    backup, removes the staged cert and says so; before, it said "Nothing was renewed on it" and left the new key
+    beside the old cert."""
+    node, address = "bravo-cp1", BRAVO["bravo-cp1"]
+    root = fleet.node_root(node)
+    key, crt = root / "etc/kubernetes/pki/apiserver.key", root / "etc/kubernetes/pki/apiserver.crt"
+    old_key, old_crt = key.read_bytes(), crt.read_bytes()
+    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true", "-e", "kubepki_method=native",
+                   "-e", json.dumps({"kubepki_certs": ["apiserver"]})) as run:
+        run.until(lambda: run.announced("Note what the node shows before the restarts"), "backing the node up")
+        with renames_held(fleet, node) as tracer:
+            run.until(lambda: key.read_bytes() != old_key, "renaming apiserver.key into place")
+            kill_traced(tracer)
+        run.until(lambda: run.process.poll() is not None, "ending", timeout=900)
+    print("".join(run.lines))
+    said = " ".join("".join(run.lines).split())
+    assert run.process.returncode != 0
+    assert ("Renewal of bravo-cp1 failed - Renew kubeadm certificates under the threshold: its process was killed (signal 9)"
+            " before it said what it wrote.") in said
+    assert "It was rolled back: the backup /var/lib/kubepki/backups/" in said
+    assert key.read_bytes() == old_key and crt.read_bytes() == old_crt
+    assert served(address, 6443).public_key() == x509.load_pem_x509_certificate(old_crt).public_key()
+    assert not list(crt.parent.glob("*.kubepki-tmp"))
+    assert not (root / "var/lib/kubepki/renew.lock").exists()
+    assert not (root / "var/lib/kubepki/restart-owed.json").exists()
+
+def test_a_run_killed_during_verification_converges_on_the_next_ordinary_run(fleet, tmp_path):
+    """SIGKILL of ansible-playbook once bravo's controller-manager.conf is renewed and kube-controller-manager
+    restarted, as the verification begins. The next ordinary run has nothing due but owes that restart, still
+    unverified: it restarts kube-controller-manager again, verifies it and clears the record."""
+    node = "bravo-cp1"
+    root = fleet.node_root(node)
+    conf = root / "etc/kubernetes/controller-manager.conf"
+    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true", "-e", json.dumps({"kubepki_certs": ["controller-manager.conf"]})) as run:
+        run.until(lambda: run.announced("verify_control_plane : Wait until the renewed certificates are in use"), "verifying")
+    assert (root / "var/lib/kubepki/restart-owed.json").exists()
+    restarted = json.loads((root / "run/kubepki-lab/kube-controller-manager.status").read_text())["pid"]
+
+    result = renew(fleet, tmp_path, "-l", node)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert "nothing under 30 days" in said
+    assert "kube-controller-manager: owed by a run that renewed controller-manager.conf at " in said
+    assert json.loads((root / "run/kubepki-lab/kube-controller-manager.status").read_text())["pid"] != restarted
+    assert presented(root, "kube-controller-manager") == in_kubeconfig(conf)
+    assert not (root / "var/lib/kubepki/restart-owed.json").exists()
+    assert not (root / "var/lib/kubepki/renew.lock").exists()
 
 def test_a_full_disk_at_backup_stops_the_node_before_any_change(fleet, tmp_path):
     """A 1 MiB filesystem where the backups go: the node's transaction stops at the backup, says what to do, and
@@ -499,3 +612,79 @@ def test_a_controller_clock_minutes_behind_keeps_the_backup_it_takes(fleet, tmp_
     assert {p.name for p in kept[0].iterdir()} >= {"files.tar.gz", "SHA256SUMS"}
     taken = datetime.datetime.strptime(kept[0].name, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
     assert abs((datetime.datetime.now(datetime.timezone.utc) - taken).total_seconds()) < 600, kept[0].name
+
+
+# Where a node keeps private keys by design: its PKI, kubeconfigs, k3s's own files, etcd, our backups, and the lab
+# components' state (what a real one holds in memory).
+KEY_STORES = ("etc/kubernetes/pki/", "etc/kubernetes/admin.conf", "etc/kubernetes/super-admin.conf",
+              "etc/kubernetes/controller-manager.conf", "etc/kubernetes/scheduler.conf", "etc/kubernetes/kubelet.conf",
+              "var/lib/kubelet/pki/", "var/lib/rancher/k3s/server/tls/", "var/lib/rancher/k3s/server/db/",
+              "var/lib/rancher/k3s/server/cred/", "var/lib/rancher/k3s/server/token", "var/lib/rancher/k3s/agent/",
+              "etc/rancher/k3s/k3s.yaml", "var/lib/etcd/", "var/lib/kubepki/backups/", "run/kubepki-lab/")
+
+
+def key_fragments(roots):
+    """A base64 line from the inside of every private key under roots, PEM or in a kubeconfig's client-key-data."""
+    fragments = set()
+    for root in roots:
+        for path in (p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size < 1 << 20):
+            text = path.read_bytes().decode("utf-8", "replace")
+            fragments.update(m.group(1) for m in re.finditer(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\s+\S+\s+(\S{40,})", text))
+            for data in re.findall(r"client-key-data: (\S+)", text):
+                fragments.update(l for l in base64.b64decode(data).decode().splitlines()[2:3])
+                fragments.add(data[80:140])
+    return fragments
+
+
+def leaks(text, secrets):
+    return sorted({s[:12] + "..." for s in secrets if s in text} | ({"PRIVATE KEY"} if "PRIVATE KEY" in text else set()))
+
+
+def test_no_key_or_credential_reaches_the_output_or_a_file_written_outside_the_key_stores(fleet, tmp_path):
+    """A forced renewal of bravo (kubeadm) and delta (k3s) at -vvv --diff, with credentials where operators keep
+    them: one planted in kube-apiserver's manifest (an env var), k3s's server token (a file and its command lines).
+    Neither a private key (its marker or a
+    line of it), nor a planted credential, appears in the run's output, in any file it wrote on this controller, or
+    in any file written on the nodes outside the places that hold keys by design; backups are root's alone."""
+    bravo, delta = fleet.node_root("bravo-cp1"), fleet.node_root("delta-server")
+    token = (delta / "var/lib/rancher/k3s/server/token").read_text().strip()    # also in k3s's command lines
+    planted = {"kubepki-planted-credential-%d" % os.getpid(), token, token.rsplit(":", 1)[1]}
+    manifest = bravo / "etc/kubernetes/manifests/kube-apiserver.yaml"
+    status = bravo / "run/kubepki-lab/kube-apiserver.status"
+    running = json.loads(status.read_text())["pid"]
+    pod = yaml.safe_load(manifest.read_text())
+    pod["spec"]["containers"][0].setdefault("env", []).append({"name": "CLOUD_SECRET", "value": "kubepki-planted-credential-%d" % os.getpid()})
+    manifest.write_text(yaml.safe_dump(pod))
+    wait_for(lambda: json.loads(status.read_text())["pid"] != running and listening(BRAVO["bravo-cp1"], 6443),
+             "the kubelet to restart kube-apiserver with its new manifest", 60)
+    nodes = [fleet.node_root(n) for n in ("bravo-cp1", "delta-server", "delta-agent")]
+    marker = tmp_path / "marker"
+    marker.write_text("")
+    time.sleep(1)
+
+    result = renew(fleet, tmp_path, "-l", "bravo-cp1,delta-server,delta-agent", "-vvv", "--diff", "-e", "kubepki_force=true")
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr
+    secrets = planted | key_fragments(nodes)
+    assert len(secrets) > 20 and "Renew the certificates" in result.stdout
+    assert leaks(result.stdout + result.stderr, secrets) == []
+
+    # On this controller, skipping pytest's other temp dirs (the labs' nodes live there) but not the report.
+    found = subprocess.run(["find", "/", "-xdev", "(", "-path", "/proc", "-o", "-path", "/usr", "-o", "-path", "/work/.library",
+                            "-o", "-path", "/work/.mirror", "-o", "-path", str(tmp_path.parents[1]), ")", "-prune", "-o",
+                            "-type", "f", "-newer", str(marker), "-print"], capture_output=True, text=True, check=False).stdout.split("\n")
+    written = [p for p in found if p] + [str(p) for p in (tmp_path / "report").rglob("*") if p.is_file()]
+    assert any(p.endswith("kubepki-report.json") for p in written), written
+    for path in written:
+        try:
+            text = open(path, "rb").read(1 << 24).decode("utf-8", "replace")
+        except OSError:        # gone since (a temp file of another process)
+            continue
+        assert leaks(text, secrets) == [], path
+
+    for root in nodes:
+        for path in (p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_mtime > marker.stat().st_mtime):
+            relative = path.relative_to(root).as_posix()
+            if relative.startswith("var/lib/kubepki/backups/"):
+                assert path.stat().st_mode & 0o077 == 0 and path.parent.stat().st_mode & 0o077 == 0, relative
+            if not relative.startswith(KEY_STORES):
+                assert leaks(path.read_bytes().decode("utf-8", "replace"), secrets) == [], relative
