@@ -251,6 +251,17 @@ class KilledRun:
             time.sleep(0.02)
         assert predicate(), "the run ended before %s:\n%s" % (what, "".join(self.lines[-40:]))
 
+    def module_killed(self, lab, node, after_task, written, what):
+        """From the start of `after_task` on, hold the node's renames; once `written()` holds, SIGKILL the module alone
+        (as the OOM killer would) and let the play go on to its end. Returns the run's output, lines folded."""
+        self.until(lambda: self.announced(after_task), "task %r" % after_task)
+        with renames_held(lab, node) as tracer:
+            self.until(written, what)
+            kill_traced(tracer)
+        self.until(lambda: self.process.poll() is not None, "ending", timeout=900)
+        print("".join(self.lines))
+        return " ".join("".join(self.lines).split())
+
     def __enter__(self):
         return self
 

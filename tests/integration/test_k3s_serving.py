@@ -17,8 +17,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import (REPO, KilledRun, ansible, cn, days_left, default_cluster, k3s_server_that_fails_to_start_if, kill_traced,
-                     listening, own_lab, renames_held, served, ssh, tree_digest, wait_for)
+from labutil import (REPO, KilledRun, ansible, cn, days_left, default_cluster, k3s_server_that_fails_to_start_if, listening,
+                     own_lab, served, ssh, tree_digest, wait_for)
 
 sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
 import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
@@ -192,13 +192,8 @@ def test_a_reset_module_killed_half_way_is_rolled_back_by_its_run(delta, tmp_pat
     cache = (tls / "dynamic-cert.json").read_bytes()
     before = served(ADDRESSES[SERVER], 6443)
     with KilledRun(delta, tmp_path, SERVER, "-e", "kubepki_force=true", playbook="playbooks/renew_k3s.yml") as run:
-        run.until(lambda: run.announced("Back up the server's certificates and kubeconfig"), "backing the server up")
-        with renames_held(delta, SERVER) as tracer:
-            run.until(lambda: not (tls / "dynamic-cert.json").exists(), "moving dynamic-cert.json aside")
-            kill_traced(tracer)
-        run.until(lambda: run.process.poll() is not None, "ending", timeout=900)
-    print("".join(run.lines))
-    said = " ".join("".join(run.lines).split())
+        said = run.module_killed(delta, SERVER, "Back up the server's certificates and kubeconfig",
+                                 lambda: not (tls / "dynamic-cert.json").exists(), "moving dynamic-cert.json aside")
     assert run.process.returncode != 0
     assert ("Reset of delta-server failed - Delete the secret, move dynamic-cert.json aside, force the leaves k3s would keep: "
             "its process ended before it said what it wrote (exit status 137: Killed). It was rolled back: the backup ") in said

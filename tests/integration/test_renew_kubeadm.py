@@ -530,13 +530,8 @@ def test_a_renewing_module_killed_between_a_key_and_its_cert_is_rolled_back_by_i
     old_key, old_crt = key.read_bytes(), crt.read_bytes()
     with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true", "-e", "kubepki_method=native",
                    "-e", json.dumps({"kubepki_certs": ["apiserver"]})) as run:
-        run.until(lambda: run.announced("Note what the node shows before the restarts"), "backing the node up")
-        with renames_held(fleet, node) as tracer:
-            run.until(lambda: key.read_bytes() != old_key, "renaming apiserver.key into place")
-            kill_traced(tracer)
-        run.until(lambda: run.process.poll() is not None, "ending", timeout=900)
-    print("".join(run.lines))
-    said = " ".join("".join(run.lines).split())
+        said = run.module_killed(fleet, node, "Note what the node shows before the restarts", lambda: key.read_bytes() != old_key,
+                                 "renaming apiserver.key into place")
     assert run.process.returncode != 0
     assert ("Renewal of bravo-cp1 failed - Renew kubeadm certificates under the threshold: its process ended before it said"
             " what it wrote (exit status 137: Killed). It was rolled back: the backup /var/lib/kubepki/backups/") in said
