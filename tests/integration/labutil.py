@@ -198,6 +198,21 @@ def kill_traced(tracer):
             os.kill(pid, signal.SIGKILL)
 
 
+def drop_connections(lab, node):
+    """SIGKILL every sshd session on the node, leaving its listener: each SSH connection to it drops at once, as a
+    network cut or a reboot of a bastion would. What the sessions started lives on, as it does on a real node."""
+    namespace = _namespace(lab.node_pid(node))
+    sshds = {pid for pid in _pids() if _comm(pid) == "sshd" and _namespace(pid) == namespace}
+    sessions = [pid for pid in sshds if _parent(pid) in sshds]
+    assert sessions, "no SSH session to %s to drop" % node
+    for pid in sessions:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _parent(pid):
+    return _status(pid, "PPid")
+
+
 def _pids():
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
 
@@ -215,7 +230,12 @@ def _comm(pid):
 
 
 def _tracer(pid):
-    return next((int(line.split()[1]) for line in _proc_text(pid, "status").splitlines() if line.startswith("TracerPid:")), 0)
+    return _status(pid, "TracerPid")
+
+
+def _status(pid, field):
+    """A number of /proc/PID/status; 0 when the process is gone."""
+    return next((int(line.split()[1]) for line in _proc_text(pid, "status").splitlines() if line.startswith(field + ":")), 0)
 
 
 def _namespace(pid):

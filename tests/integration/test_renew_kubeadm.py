@@ -20,7 +20,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from labutil import (REPO, KilledRun, ansible, ansible_env, cn, days_left, kill_traced, listening, renames_held, scheduler_that_never_comes_back, served,
+from labutil import (REPO, KilledRun, ansible, ansible_env, cn, days_left, drop_connections, kill_traced, listening, renames_held, scheduler_that_never_comes_back, served,
                      ssh, tree_digest, wait_for)
 
 import prober  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
@@ -513,6 +513,42 @@ def test_a_run_killed_between_a_key_and_its_cert_converges_on_the_next_ordinary_
     said = " ".join(result.stdout.split())
     assert "/etc/kubernetes/pki/apiserver.key does not match its certificate (a renewal interrupted between key and certificate)" in said
     assert key_matches(key, crt)
+    assert served(address, 6443).public_key() == x509.load_pem_x509_certificate(crt.read_bytes()).public_key()
+    assert not list(crt.parent.glob("*.kubepki-tmp"))
+    assert not (root / "var/lib/kubepki/renew.lock").exists()
+    assert not (root / "var/lib/kubepki/restart-owed.json").exists()
+
+
+def test_a_connection_dropped_between_a_key_and_its_cert_converges_on_the_next_ordinary_run(fleet, tmp_path):
+    """bravo's SSH connections drop after apiserver.key is renamed into place and before apiserver.crt is. The module
+    lives on unseen and finishes; the run marks bravo unreachable and skips its rescue and its lock's release, as it
+    must for a host it cannot reach. The next ordinary run takes the node's lock over (its run is gone), has nothing
+    due, and checks that kube-apiserver serves the new pair. (The cluster's lease the dead run held is taken over by
+    the next renewal, as test_a_lease_of_a_gone_run_is_taken_over_and_a_live_one_waited_for shows.)"""
+    node, address = "bravo-cp1", BRAVO["bravo-cp1"]
+    root = fleet.node_root(node)
+    key, crt = root / "etc/kubernetes/pki/apiserver.key", root / "etc/kubernetes/pki/apiserver.crt"
+    old_key = key.stat().st_ino
+    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true", "-e", "kubepki_method=native",
+                   "-e", json.dumps({"kubepki_certs": ["apiserver"]})) as run:
+        run.until(lambda: run.announced("Note what the node shows before the restarts"), "backing the node up")
+        with renames_held(fleet, node):
+            run.until(lambda: key.stat().st_ino != old_key, "renaming apiserver.key into place")
+            drop_connections(fleet, node)
+        run.until(lambda: run.process.poll() is not None, "ending", timeout=300)
+    print("".join(run.lines))
+    said = " ".join("".join(run.lines).split())
+    assert run.process.returncode == 4, said[-3000:]        # ansible-playbook's exit status for an unreachable host
+    assert "fatal: [bravo-cp1]: UNREACHABLE!" in said
+    assert "Release the node's renewal lock" not in said.split("UNREACHABLE!")[1]
+    wait_for(lambda: key_matches(key, crt), "the unseen module to rename apiserver.crt into place")
+    assert (root / "var/lib/kubepki/renew.lock/owner").exists()
+
+    result = renew(fleet, tmp_path, "-l", node)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert "bravo-cp1: taking over /var/lib/kubepki/renew.lock from a run that is gone (renewal started " in said
+    assert "nothing under 30 days" in said
     assert served(address, 6443).public_key() == x509.load_pem_x509_certificate(crt.read_bytes()).public_key()
     assert not list(crt.parent.glob("*.kubepki-tmp"))
     assert not (root / "var/lib/kubepki/renew.lock").exists()
