@@ -64,11 +64,11 @@ def probe_served(host, port, now, timeout=3.0):
 
 # -- regenerate -------------------------------------------------------------------------------------
 
-def _read_kubelet_crt(fs, now):
-    """The summary of kubelet.crt; ``unreadable`` set instead of the cert facts when it is corrupt."""
+def _read_kubelet_crt(fs, now, path=KUBELET_CRT):
+    """The summary of kubelet.crt (read at ``path``); ``unreadable`` set instead of the cert facts when it is corrupt."""
     summary = {"name": "kubelet.crt", "path": KUBELET_CRT, "key_path": KUBELET_KEY if fs.exists(KUBELET_KEY) else None}
     try:
-        leaf = _x509.load_certificates(read_node_file(fs, KUBELET_CRT), KUBELET_CRT)[0]
+        leaf = _x509.load_certificates(read_node_file(fs, path), path)[0]
     except CertError as exc:
         summary.update(unreadable=str(exc), not_after=None, serial=None, fingerprint_sha256=None, days_left=None)
         return summary
@@ -78,12 +78,7 @@ def _read_kubelet_crt(fs, now):
     return summary
 
 
-def _absent_message(fs, served):
-    aside = _aside_files(fs, KUBELET_CRT)
-    if aside:
-        return ("%s is absent: an earlier run moved it aside to %s and the kubelet has not written a new one yet. "
-                "Restart the kubelet (RKE1: docker restart kubelet; kubeadm: systemctl restart kubelet) so that it does, "
-                "or move %s back to %s" % (KUBELET_CRT, aside[-1], aside[-1], KUBELET_CRT))
+def _absent_message(served):
     serving = " (%s serves %s)" % (served["endpoint"], served["subject"]) if served and served.get("subject") else ""
     return ("%s is absent%s: there is no self-signed kubelet serving certificate to regenerate here. If the kubelet "
             "serves a certificate from --tls-cert-file, renew that file instead; otherwise restart the kubelet and it "
@@ -98,9 +93,15 @@ def plan_regenerate(fs, now, threshold_days, force=False, served=None, tls_cert_
     serves an expiring certificate this fix cannot reach, or when kubelet.crt is absent.
     """
     served_ok = served is not None and "fingerprint_sha256" in served
+    moved_aside = None
     if not fs.exists(KUBELET_CRT):
-        raise FixError(_absent_message(fs, served))
-    item = _read_kubelet_crt(fs, now)
+        aside = _aside_files(fs, KUBELET_CRT)
+        if not aside:
+            raise FixError(_absent_message(served))
+        # moved by an earlier run that did not get to restart the kubelet (killed, or its connection lost): finish it
+        moved_aside = aside[-1]
+    item = _read_kubelet_crt(fs, now, moved_aside or KUBELET_CRT)
+    item["moved_aside"] = moved_aside
 
     other = None
     configured_cert, bootstrap = _layouts.kubelet_serving_settings(fs)
@@ -121,7 +122,10 @@ def plan_regenerate(fs, now, threshold_days, force=False, served=None, tls_cert_
                            "is served. Renew the certificate the kubelet serves instead; nothing was changed"
                            % (other, served["subject"], served["not_after"], served["days_left"], KUBELET_CRT))
         return [], [{"name": "kubelet.crt", "reason": "not in use: %s" % other}]
-    if "unreadable" in item:
+    if moved_aside:
+        item["reason"] = ("moved aside to %s by an earlier run, and the kubelet has not written a new pair yet: "
+                          "its restart does" % moved_aside)
+    elif "unreadable" in item:
         item["reason"] = "unreadable: %s" % item.pop("unreadable")
     elif force:
         item["reason"] = "force"
@@ -138,6 +142,18 @@ def _aside_name(real, stamp):
     while os.path.lexists(candidate):
         candidate, index = "%s%s%s-%d" % (real, ASIDE, stamp, index), index + 1
     return candidate
+
+
+def earlier_moves(fs, item):
+    """The moves of the earlier run that moved ``item`` (plan_regenerate's) aside: kubelet.crt's, and kubelet.key's of
+    the same run (same suffix) when the key is gone too - so that a rollback puts back the pair, never a stray key."""
+    if not item.get("moved_aside"):
+        return []
+    moves = [{"src": KUBELET_CRT, "dest": item["moved_aside"]}]
+    key_aside = KUBELET_KEY + item["moved_aside"][len(KUBELET_CRT):]
+    if not fs.exists(KUBELET_KEY) and fs.exists(key_aside):
+        moves.append({"src": KUBELET_KEY, "dest": key_aside})
+    return moves
 
 
 def move_aside(fs, now):

@@ -27,7 +27,10 @@ description:
     the module runs it only with O(rke_up).
   - Refuses, changing nothing, when the kubelet serves an expiring certificate that is not kubelet.crt (a
     C(--tls-cert-file) in the C(extra_args) of cluster.yml, C(kubelet-server-current.pem)), when kubelet.crt is
-    absent, and when cluster.yml is missing, is not valid YAML, or uses flow style or anchors where the key goes.
+    absent and no run moved it aside, and when cluster.yml is missing, is not valid YAML, or uses flow style or
+    anchors where the key goes.
+  - A kubelet.crt that an earlier run moved aside, stopped before the kubelet restarted, is due whatever its days left,
+    since the restart that run owed finishes its job (C(moved_aside) in RV(renewed)).
   - Backups are the caller's business (role C(kubepki.fleet.fix_rke_kubelet)); the renamed files stay in place.
   - Only O(mode=regenerate) takes the node lock (see the notes); O(mode=generate_serving_certificate) edits a
     cluster.yml, usually on the workstation that runs C(rke up), where no renewal runs.
@@ -146,6 +149,8 @@ renewed:
   description:
     - O(mode=regenerate) - kubelet.crt moved aside (in check mode, to be), with its old expiry, serial and fingerprint,
       why, and where the files went. The new certificate exists only after the kubelet restarts.
+    - C(moved_aside) is where an earlier run moved kubelet.crt when the kubelet has not written a new one since (that
+      run was stopped before its restart); the entry describes that certificate, and the restart is still due.
   returned: always
   type: list
   elements: dict
@@ -160,6 +165,7 @@ renewed:
       days_left: -35.2
       in_use: true
       reason: "-35.2 days left, under threshold_days=30"
+      moved_aside: null
       new_not_after: (new at next kubelet start)
 skipped_certs:
   description:
@@ -172,7 +178,9 @@ skipped_certs:
     - name: kubelet.crt
       reason: "364.9 days left, not under threshold_days=30"
 moved:
-  description: The renames done (none in check mode), node paths; what to rename back to undo.
+  description:
+    - The renames done (none in check mode), node paths; what to rename back to undo.
+    - Also those of an earlier run that moved the pair aside and was stopped before the kubelet's restart.
   returned: always
   type: list
   elements: dict
@@ -259,7 +267,7 @@ def regenerate(module, fs, clock, now):
         served = _rke.probe_served(params["probe_host"], params["port"], now, params["probe_timeout"]) if params["probe"] else None
         try:
             due, skipped = _rke.plan_regenerate(fs, now, params["threshold_days"], params["force"], served, tls_cert_file)
-            moved = _rke.move_aside(fs, clock) if due and not module.check_mode else []
+            moved = _rke.earlier_moves(fs, due[0]) + _rke.move_aside(fs, clock) if due and not module.check_mode else []
         except _rke.FixError as exc:
             module.fail_json(msg=str(exc), served=served)
     for item in due:

@@ -20,8 +20,8 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from labutil import (REPO, KilledRun, ansible, ansible_env, cn, days_left, drop_connections, kill_traced, listening, renames_held, scheduler_that_never_comes_back, served,
-                     ssh, tree_digest, wait_for)
+from labutil import (REPO, KilledRun, ansible, ansible_env, cn, days_left, drop_connections, kill_traced, listening, renames_held,
+                     scheduler_that_never_comes_back, served, ssh, tree_digest, wait_for)
 
 import prober  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
 

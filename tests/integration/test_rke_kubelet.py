@@ -14,9 +14,10 @@ import stat
 import time
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import ansible, cn, days_left, default_cluster, listening, own_lab, served, tree_digest, wait_for
+from labutil import KilledRun, ansible, cn, days_left, default_cluster, listening, own_lab, served, tree_digest, wait_for
 
 import nodes  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
 
@@ -200,3 +201,50 @@ def test_no_secret_of_cluster_yml_reaches_the_output_even_at_vvv(fleet):
         path.write_text(original)
         for copy in path.parent.glob("cluster.yml.kubepki-*"):
             copy.unlink()
+
+
+def test_a_run_killed_after_the_move_before_the_kubelet_restart_converges_on_the_next_ordinary_run(fleet, tmp_path):
+    """SIGKILL of ansible-playbook once charlie-w1's kubelet.crt and kubelet.key are moved aside, before the kubelet's
+    restart: the kubelet serves the old pair from memory, and none is on disk. Before, every later run failed there
+    with "kubelet.crt is absent: an earlier run moved it aside ... Restart the kubelet"; now the next ordinary run
+    makes the restart it owes, and the kubelet serves the new pair it writes."""
+    node = "charlie-w1"
+    pki = fleet.node_root(node) / "var/lib/kubelet/pki"
+    before = fingerprints()[node]
+    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true", playbook="playbooks/renew_rke1.yml") as run:
+        run.until(lambda: run.announced("Restart the kubelet so that it writes a new pair"), "moving the pair aside")
+    assert not (pki / "kubelet.crt").exists() and not (pki / "kubelet.key").exists()
+    assert fingerprints()[node] == before, "the kubelet restarted before the kill"
+
+    result = renew(fleet, "-l", node)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"taking over /var/lib/kubepki/renew.lock from a run that is gone", said(result))
+    assert re.search(r"charlie-w1: kubelet.crt \(CN=charlie-w1@\d+\) expires \S+: regenerate it, restart the kubelet \(docker\) "
+                     r"\[moved aside to /var/lib/kubelet/pki/kubelet.crt.kubepki-\d{8}T\d{6}Z by an earlier run", said(result))
+    new = served(CHARLIE[node], 10250)
+    assert new.fingerprint(hashes.SHA256()) != before and days_left(new) > 360
+    assert x509.load_pem_x509_certificate((pki / "kubelet.crt").read_bytes()) == new
+    assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_a_fixing_module_killed_between_its_two_moves_is_finished_by_the_next_ordinary_run(fleet, tmp_path):
+    """Only rke_kubelet_fix dies (as the OOM killer would) after it moved kubelet.crt aside, before kubelet.key; strace
+    holds each rename on the node for 5 s. Its run cannot know what it moved and says so (before: "Nothing was moved").
+    The next ordinary run moves the key aside too, restarts the kubelet and verifies the pair the kubelet writes."""
+    node = "charlie-w1"
+    pki = fleet.node_root(node) / "var/lib/kubelet/pki"
+    before = fingerprints()[node]
+    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true", playbook="playbooks/renew_rke1.yml") as run:
+        output = run.module_killed(fleet, node, "Back up the kubelet's certificates", lambda: not (pki / "kubelet.crt").exists(),
+                                   "moving kubelet.crt aside")
+    assert run.process.returncode != 0
+    assert ("Regenerating the kubelet serving certificate of charlie-w1 failed - Move kubelet.crt and kubelet.key aside: its process "
+            "ended before it said what it wrote (exit status 137: Killed). kubelet.crt and kubelet.key may have been moved aside") in output
+    assert (pki / "kubelet.key").exists() and fingerprints()[node] == before
+
+    result = renew(fleet, "-l", node)
+    assert result.returncode == 0, result.stdout + result.stderr
+    new = served(CHARLIE[node], 10250)
+    assert new.fingerprint(hashes.SHA256()) != before and days_left(new) > 360
+    assert x509.load_pem_x509_certificate((pki / "kubelet.crt").read_bytes()) == new
+    assert not (fleet.node_root(node) / "var/lib/kubepki/renew.lock").exists()

@@ -12,7 +12,7 @@ import stat
 import pytest
 import yaml
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _rke
+from ansible_collections.kubepki.fleet.plugins.module_utils import _rke, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._layouts import NodeFS
 from ansible_collections.kubepki.fleet.tests.lab import pki
 from ansible_collections.kubepki.fleet.tests.unit.tlsserver import TLSServer
@@ -118,11 +118,28 @@ def test_tls_cert_file_and_rotated_serving_cert_mean_kubelet_crt_is_not_in_use(n
     assert due == [] and "tlsCertFile /etc/pki/kubelet.pem" in skipped[0]["reason"]
 
 
+def test_a_pair_an_earlier_run_moved_aside_is_due_until_the_kubelet_writes_a_new_one(node, now):
+    """A run killed after the move, before the kubelet's restart: the next run finishes it, though the old cert is
+    fresh, and can put back that run's pair - never an older run's key."""
+    fs = NodeFS(str(node))
+    crt = (node / PKI_DIR / "kubelet.crt").read_bytes()
+    older = _rke.move_aside(fs, now - 300 * DAY)
+    shutil.copy(node / older[0]["dest"].lstrip("/"), node / PKI_DIR / "kubelet.crt")
+    shutil.copy(node / older[1]["dest"].lstrip("/"), node / PKI_DIR / "kubelet.key")
+    assert _rke.plan_regenerate(fs, now, -9999)[0] == []       # not due by its days
+    moved = _rke.move_aside(fs, now)
+    due, _skipped = _rke.plan_regenerate(fs, now, -9999)
+    assert due[0]["moved_aside"] == moved[0]["dest"]
+    assert due[0]["fingerprint_sha256"] == _x509.fingerprint_sha256(_x509.load_certificates(crt, "kubelet.crt")[0])
+    assert due[0]["reason"].startswith("moved aside to /var/lib/kubelet/pki/kubelet.crt.kubepki-20261123T120000Z by an earlier run")
+    assert _rke.earlier_moves(fs, due[0]) == moved
+    # killed between the two renames: the key is still in place and moves now
+    os.rename(node / moved[1]["dest"].lstrip("/"), node / PKI_DIR / "kubelet.key")
+    assert _rke.earlier_moves(fs, due[0]) == moved[:1]
+
+
 def test_absent_kubelet_crt_says_what_to_do(node, now):
     fs = NodeFS(str(node))
-    _rke.move_aside(fs, now)
-    with pytest.raises(_rke.FixError, match="an earlier run moved it aside to .*kubepki-20261123T120000Z.* Restart the kubelet"):
-        _rke.plan_regenerate(fs, now, 30)
     for name in os.listdir(node / PKI_DIR):
         os.remove(node / PKI_DIR / name)
     with pytest.raises(_rke.FixError, match="kubelet.crt is absent: .*--tls-cert-file"):
