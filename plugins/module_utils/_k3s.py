@@ -21,7 +21,7 @@ import os
 import re
 import ssl
 
-from ansible_collections.kubepki.fleet.plugins.module_utils import _apiclient, _files, _layouts, _x509
+from ansible_collections.kubepki.fleet.plugins.module_utils import _apiclient, _files, _layouts, _owed, _x509
 from ansible_collections.kubepki.fleet.plugins.module_utils._discovery import _secret_json_chain, read_node_file
 from ansible_collections.kubepki.fleet.plugins.module_utils._probe import ProbeError, served_certificate
 from ansible_collections.kubepki.fleet.plugins.module_utils._x509 import CertError
@@ -530,6 +530,10 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
     stale = (["force=true"] if force else []) + stale_reasons(served_info, cached, cached_info, secret, secret_info)
     how, reasons, why_not = supervisor_plan(release, served_info, cached_info, stale, secret_info, window_days,
                                             threshold_days, force)
+    owed = _owed.owed_while_served(_owed.read(server.fs, (server.unit,)), served_info.get("fingerprint_sha256"))
+    if owed and not how and not why_not:
+        # a run stopped between its reset and the restart: the certificate it asked for is made only at start
+        how, reasons = ("reset" if release["line"] == "legacy" else "regenerate"), [_owed.reason(owed[server.unit])]
     due, skipped = plan_leaves(server, now, threshold_days, window_days)
 
     renewed = ([_supervisor_entry(server, served_info, how, reasons)] if how else []) + due
@@ -542,7 +546,7 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
     forced = leaves_via_rotate(due)
     result = {"program": server.program, "release": release, "served": served_info, "dynamic_cert": cached_info, "secret": secret_info,
               "in_sync": synced, "renewed": renewed, "skipped_certs": skipped,
-              "restart": [server.unit] if renewed else [], "renew_window_days": window_days,
+              "restart": [server.unit] if renewed else [], "restart_owed": sorted(owed), "renew_window_days": window_days,
               "renew_window_source": window_source, "leaf_method": None, "moved": [], "notes": [], "managed_by": []}
     if managed_by:
         owners = "; ".join("%s (%s)" % (m["manager"], m["detail"]) for m in managed_by)
@@ -555,21 +559,29 @@ def reset(server, now, clock, check_mode, threshold_days=30, force=False, probe_
         return result
 
     stamp = utc_stamp(clock)
-    if how in ("reset", "cache"):
-        result["notes"] += _reset_supervisor(server, api, cached_info, secret_info, stamp) if how == "reset" \
-            else _move_cache(server, cached_info, stamp)
-        if cached_info["moved_to"]:
-            result["moved"].append({"from": server.dynamic_cert, "to": cached_info["moved_to"]})
-    elif how == "regenerate":
-        result["notes"].append("wrote %s: %s makes a new supervisor certificate and key at its next start and stores it "
-                               "in the secret, which is not deleted (%s)" % (write_trigger(server), server.unit, release["source"]))
-    if forced:
-        try:
-            result["leaf_method"], moved, notes = _force_leaves(server, forced, method, binary, run_command, stamp)
-        except (ResetError, OSError) as exc:
-            raise ResetError("%s%s. The leaves under the threshold are not renewed; restart %s anyway to use what was done."
-                             % ("; ".join(result["notes"]) + "; then " if result["notes"] else "", exc, server.unit),
-                             changed=bool(result["notes"]))
-        result["moved"] += moved
-        result["notes"] += notes
+    owed_before = server.fs.exists(_owed.PATH)
+    _owed.record(server.fs, [{"component": server.unit, "certs": [entry["name"] for entry in renewed],
+                              "served": served_info.get("fingerprint_sha256")}], _x509.iso(clock), (server.unit,))
+    try:
+        if how in ("reset", "cache"):
+            result["notes"] += _reset_supervisor(server, api, cached_info, secret_info, stamp) if how == "reset" \
+                else _move_cache(server, cached_info, stamp)
+            if cached_info["moved_to"]:
+                result["moved"].append({"from": server.dynamic_cert, "to": cached_info["moved_to"]})
+        elif how == "regenerate":
+            result["notes"].append("wrote %s: %s makes a new supervisor certificate and key at its next start and stores it "
+                                   "in the secret, which is not deleted (%s)" % (write_trigger(server), server.unit, release["source"]))
+        if forced:
+            try:
+                result["leaf_method"], moved, notes = _force_leaves(server, forced, method, binary, run_command, stamp)
+            except (ResetError, OSError) as exc:
+                raise ResetError("%s%s. The leaves under the threshold are not renewed; restart %s anyway to use what was done."
+                                 % ("; ".join(result["notes"]) + "; then " if result["notes"] else "", exc, server.unit),
+                                 changed=bool(result["notes"]))
+            result["moved"] += moved
+            result["notes"] += notes
+    except ResetError as exc:
+        if not exc.changed and not owed_before:
+            _owed.clear(server.fs)      # nothing was written, so nothing is owed: "Nothing was changed" holds
+        raise
     return result

@@ -193,6 +193,16 @@ restart:
   type: list
   elements: str
   sample: [k3s]
+restart_owed:
+  description:
+    - The unit whose restart a stopped run owes - it reset or regenerated the supervisor certificate, recorded the restart
+      in C(/var/lib/kubepki/restart-owed.json) before its first write, and was stopped before restarting (killed, or its
+      connection lost). The unit still serves the certificate it served then; RV(renewed) plans the same reset again,
+      with that reason, whatever the days left. The caller removes the record once the restart is verified.
+  returned: always
+  type: list
+  elements: str
+  sample: []
 served:
   description: The certificate the supervisor port serves (before any restart).
   returned: always

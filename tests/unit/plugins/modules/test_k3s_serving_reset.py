@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.kubepki.fleet.plugins.module_utils import _nodelock
@@ -45,6 +47,24 @@ def test_reset_then_a_second_run_changes_nothing(run_module, node):
     second = run_module(k3s_serving_reset, **args(node))
     assert (second["changed"], second["renewed"], second["restart"], second["in_sync"]) == (False, [], [], True)
     assert digest(node.root) == after
+
+
+def test_a_reset_stopped_before_its_restart_is_owed_until_k3s_serves_another_certificate(run_module, node):
+    """A forced reset of a fresh certificate, then the run stopped before restarting k3s: the next run, not forced,
+    plans the same reset with the record's reason; once k3s serves a new certificate, nothing is owed."""
+    node.restart()
+    forced = run_module(k3s_serving_reset, force=True, **args(node))
+    assert forced["changed"] and forced["secret"]["deleted"] and forced["restart_owed"] == []
+    record = json.loads((node.root / "var/lib/kubepki/restart-owed.json").read_text())
+    assert record["k3s"]["served"] == forced["served"]["fingerprint_sha256"] and record["k3s"]["certs"] == ["k3s-serving"]
+    owed = run_module(k3s_serving_reset, _ansible_check_mode=True, **args(node))
+    assert owed["restart"] == ["k3s"] and owed["restart_owed"] == ["k3s"]
+    assert owed["renewed"][0]["how"] == "reset" and owed["renewed"][0]["reasons"] == [
+        "owed by a run that renewed k3s-serving at %s and was stopped before restarting it" % record["k3s"]["since"]]
+    assert run_module(k3s_serving_reset, **args(node))["changed"]       # a secret already gone is fine
+    node.restart()
+    done = run_module(k3s_serving_reset, _ansible_check_mode=True, **args(node))
+    assert (done["renewed"], done["restart"], done["restart_owed"]) == ([], [], [])
 
 
 def test_a_real_run_waits_for_the_node_lock_then_fails_naming_the_holder(run_module, node, monkeypatch):
