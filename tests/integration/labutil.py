@@ -152,43 +152,60 @@ def at_once(commands, timeout=900):
     return {key: (runs[key].returncode, output) for key, output in outputs.items()}
 
 
-class LockWatch:
+class Watch:
+    """Calls ``look()`` every ``interval`` seconds in a thread while the with block runs."""
+
+    interval = 0.2
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.look()
+            self._stop.wait(self.interval)
+
+    def look(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class LockWatch(Watch):
     """Each node's renewal lock directory and backups, looked at every 20 ms while the with block runs: the spells the
     lock was held (``[start, end]``, monotonic seconds) and when each new backup appeared. A renewal transaction is the
     spell in which its backup appears (recover and other node-local steps hold the lock briefly too)."""
 
+    interval = 0.02
+
     def __init__(self, lab, nodes):
+        super().__init__()
         self.roots = {node: lab.node_root(node) / "var/lib/kubepki" for node in nodes}
         self.spells = {node: [] for node in nodes}
         self.born = {node: {} for node in nodes}
         self.old = {node: self._backups(node) for node in nodes}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._watch)
 
     def _backups(self, node):
         directory = self.roots[node] / "backups"
         return set(os.listdir(directory)) if directory.exists() else set()
 
-    def _watch(self):
-        while not self.stop.is_set():
-            moment = time.monotonic()
-            for node, spells in self.spells.items():
-                held = (self.roots[node] / "renew.lock").exists()
-                if held and (not spells or spells[-1][1] is not None):
-                    spells.append([moment, None])
-                elif not held and spells and spells[-1][1] is None:
-                    spells[-1][1] = moment
-                for name in self._backups(node) - self.old[node] - set(self.born[node]):
-                    self.born[node][name] = moment
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
+    def look(self):
+        moment = time.monotonic()
+        for node, spells in self.spells.items():
+            held = (self.roots[node] / "renew.lock").exists()
+            if held and (not spells or spells[-1][1] is not None):
+                spells.append([moment, None])
+            elif not held and spells and spells[-1][1] is None:
+                spells[-1][1] = moment
+            for name in self._backups(node) - self.old[node] - set(self.born[node]):
+                self.born[node][name] = moment
 
     def transaction(self, node, holding=None):
         """The spell of the node's one new backup (the one holding the file ``holding``, when given)."""
