@@ -143,6 +143,87 @@ def tree_digest(directories, relative_to):
     return result
 
 
+def at_once(commands, timeout=900):
+    """Run the commands (argv lists, as ansible() would) at once, as the slices of an AWX sliced job:
+    ``{key: (returncode, output)}``."""
+    runs = {key: subprocess.Popen(argv, cwd=str(REPO), env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for key, argv in commands.items()}
+    outputs = {key: run.communicate(timeout=timeout)[0] for key, run in runs.items()}
+    return {key: (runs[key].returncode, output) for key, output in outputs.items()}
+
+
+class Watch:
+    """Calls ``look()`` every ``interval`` seconds in a thread while the with block runs."""
+
+    interval = 0.2
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.look()
+            self._stop.wait(self.interval)
+
+    def look(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class LockWatch(Watch):
+    """Each node's renewal lock directory and backups, looked at every 20 ms while the with block runs: the spells the
+    lock was held (``[start, end]``, monotonic seconds) and when each new backup appeared. A renewal transaction is the
+    spell in which its backup appears (recover and other node-local steps hold the lock briefly too)."""
+
+    interval = 0.02
+
+    def __init__(self, lab, nodes):
+        super().__init__()
+        self.roots = {node: lab.node_root(node) / "var/lib/kubepki" for node in nodes}
+        self.spells = {node: [] for node in nodes}
+        self.born = {node: {} for node in nodes}
+        self.old = {node: self._backups(node) for node in nodes}
+
+    def _backups(self, node):
+        directory = self.roots[node] / "backups"
+        return set(os.listdir(directory)) if directory.exists() else set()
+
+    def look(self):
+        moment = time.monotonic()
+        for node, spells in self.spells.items():
+            held = (self.roots[node] / "renew.lock").exists()
+            if held and (not spells or spells[-1][1] is not None):
+                spells.append([moment, None])
+            elif not held and spells and spells[-1][1] is None:
+                spells[-1][1] = moment
+            for name in self._backups(node) - self.old[node] - set(self.born[node]):
+                self.born[node][name] = moment
+
+    def transaction(self, node, holding=None):
+        """The spell of the node's one new backup (the one holding the file ``holding``, when given)."""
+        directory = self.roots[node] / "backups"
+        births = [moment for name, moment in self.born[node].items() if holding is None or (directory / name / holding).exists()]
+        assert len(births) == 1, (node, self.born[node])
+        return next(s for s in self.spells[node] if s[0] <= births[0] and (s[1] or 1e12) >= births[0])
+
+    def assert_one_at_a_time(self, nodes, holding=None):
+        """The transactions of ``nodes`` did not overlap; they are printed in seconds after the first began."""
+        transactions = {node: self.transaction(node, holding) for node in nodes}
+        start = min(spell[0] for spell in transactions.values())
+        print("transactions (s after the first): %s" % {
+            node: ["%.1f" % (t - start) for t in spell if t is not None] for node, spell in transactions.items()})
+        first, second = sorted(transactions.values())
+        assert first[1] is not None and first[1] <= second[0], "transactions overlapped: %s" % ", ".join(nodes)
+
+
 @contextlib.contextmanager
 def k3s_server_that_fails_to_start_if(node_root, shell_test):
     """Injected fault: the node's `k3s server` exits 1 at start while ``shell_test`` holds; the wrapper is put back on

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from labutil import ansible, listening, own_lab, tree_digest, wait_for
+from labutil import Watch, ansible, listening, own_lab, tree_digest, wait_for
 
 NODES = {"kilo-cp1": "127.0.12.11", "kilo-cp2": "127.0.12.12", "kilo-cp3": "127.0.12.13"}
 NODE_TREES = ("etc/kubernetes", "var/lib/kubelet/pki", "var/lib/kubepki")
@@ -82,29 +82,18 @@ def bring_back(lab, node):
         lab.run_in_node(node, ["mv", "/" + PARKED, "/etc/kubernetes/manifests/etcd.yaml"])
 
 
-class HealthWatch:
+class HealthWatch(Watch):
     """Asks the members' /health every 0.2 s while a run goes on; ``lost`` holds the answers that were not healthy."""
 
     def __init__(self, lab, nodes):
+        super().__init__()
         self.lab, self.nodes, self.lost = lab, nodes, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.is_set():
-            for node in self.nodes:
-                answer = etcd_health(self.lab, node)
-                if not answer or answer.get("health") != "true":
-                    self.lost.append((round(time.monotonic(), 1), node, answer))
-            self._stop.wait(0.2)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def look(self):
+        for node in self.nodes:
+            answer = etcd_health(self.lab, node)
+            if not answer or answer.get("health") != "true":
+                self.lost.append((round(time.monotonic(), 1), node, answer))
 
 
 def test_a_member_down_stops_the_renewal_before_any_change(lab, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import REPO, ansible, days_left, own_lab, served, ssh, tree_digest, wait_for
+from labutil import REPO, LockWatch, ansible, at_once, days_left, own_lab, served, ssh, tree_digest, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
 import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
@@ -57,6 +57,15 @@ def secret(lab, node):
     found = json.loads(ssh(lab, node, "kubectl -n kube-system get secret k3s-serving -o json").stdout)
     return (found["metadata"]["uid"], found["metadata"]["annotations"]["listener.cattle.io/fingerprint"],
             x509.load_pem_x509_certificate(base64.b64decode(found["data"]["tls.crt"])))
+
+
+def store_secret(lab, stored):
+    """``stored`` written to india's shared datastore as another server would."""
+    db = k3s_tool.kine(lab.node_root("india-1"), lab.output / "datastore/india/state.db")
+    try:
+        k3s_tool.kine_put(db, k3s_tool.SECRET_KEY, k3s_tool.secret_to_kine(stored))
+    finally:
+        db.close()
 
 
 def pids(lab):
@@ -152,11 +161,7 @@ def test_running_servers_renew_a_secret_inside_their_window_without_a_restart(in
     cluster = k3s_tool.load_cluster(pki, root / "var/lib/rancher/k3s/server/tls")
     inside = pki.serving_secret(cluster, "india-1", SERVERS["india-1"], issued_at=pki.utc() - 265 * pki.DAY,
                                 tls_sans=["india-2", SERVERS["india-2"]])
-    db = k3s_tool.kine(root, india.output / "datastore/india/state.db")
-    try:
-        k3s_tool.kine_put(db, k3s_tool.SECRET_KEY, k3s_tool.secret_to_kine(inside))
-    finally:
-        db.close()
+    store_secret(india, inside)
     renewed = wait_for(lambda: (now := served_all()) and all(days_left(c) > 360 and sha1(c) not in old for c in now.values())
                        and now, "the running servers to renew the cert inside their window")
     stored = x509.load_pem_x509_certificate(base64.b64decode(inside["data"]["tls.crt"]))
@@ -179,3 +184,61 @@ def test_an_rke2_regeneration_on_one_server_reaches_the_other(india):
     assert days_left(new["juliet-2"]) > 360
     found = json.loads(ssh(india, "juliet-2", "kubectl -n kube-system get secret rke2-serving -o json").stdout)
     assert found["metadata"]["annotations"]["listener.cattle.io/fingerprint"] == "SHA1=" + sha1(new["juliet-2"])
+
+
+def lease(lab):
+    """india's renewal Lease, read with real kubectl on a server (k3s.yaml)."""
+    return json.loads(ssh(lab, "india-1", "kubectl -n kube-system get lease kubepki-renewal -o json").stdout)
+
+
+def slices(lab, *args):
+    """renew_k3s.yml as two AWX slices that run at once, one per server of india, their locks and backups watched.
+    Returns the watch and both outputs, whitespace folded."""
+    with LockWatch(lab, SERVERS) as watch:
+        done = at_once({node: ["ansible-playbook", "playbooks/renew_k3s.yml", "-i", str(lab.output / "inventory.ini"), "-l", node,
+                               *args] for node in SERVERS})
+    for node, (returncode, output) in done.items():
+        print(output[-6000:])
+        assert returncode == 0, "%s: %s" % (node, output[-4000:])
+    return watch, " ".join(" ".join(output for _rc, output in done.values()).split())
+
+
+def test_concurrent_slices_reset_one_server_of_a_cluster_at_a_time(india):
+    """AWX job slicing puts india-1 and india-2 in two jobs that run at once, each of which would reset its server at
+    once. The Lease kube-system/kubepki-renewal in india's API (kine, the datastore both servers share) keeps the two
+    transactions apart: with force, the second regenerates after the first, and both end serving its certificate."""
+    old = {sha1(c) for c in served_all().values()}
+    watch, said = slices(india, "-e", "kubepki_force=true")
+    watch.assert_one_at_a_time(SERVERS)
+    assert re.search(r"india-\d: waiting \(at most 3600 s\) for lease kube-system/kubepki-renewal, held by india-\d from ", said)
+    certs = wait_for(lambda: (now := served_all()) and len({sha1(c) for c in now.values()}) == 1 and now,
+                     "both servers to serve one certificate")
+    assert sha1(certs["india-1"]) not in old and days_left(certs["india-1"]) > 360
+    for name in SERVERS:
+        assert secret(india, name)[1] == "SHA1=" + sha1(certs[name])
+    assert lease(india)["spec"]["holderIdentity"] == ""
+
+
+def test_a_slice_that_waited_plans_again_and_leaves_the_cluster_s_new_cert_alone(india):
+    """Both slices plan a regeneration (165 days left, under threshold_days=200) before either holds the Lease. The one
+    that waited plans again under it, finds its server serving the certificate the other regenerated (their shared
+    secret), and leaves it alone: one regeneration, one restart, as in one run
+    (test_one_regeneration_reaches_every_server_and_the_second_is_left_alone)."""
+    cluster = k3s_tool.load_cluster(pki, india.node_root("india-1") / "var/lib/rancher/k3s/server/tls")
+    store_secret(india, pki.serving_secret(cluster, "india-1", SERVERS["india-1"], issued_at=pki.utc() - 200 * pki.DAY,
+                                           tls_sans=["india-2", SERVERS["india-2"]]))
+    wait_for(lambda: (now := served_all()) and all(164 < days_left(c) < 166 for c in now.values()),
+             "both servers to serve the secret with 165 days left")
+    pid_before = pids(india)
+    watch, said = slices(india, "-e", "kubepki_threshold_days=200")
+    # both planned it first; the one that took the Lease first planned it again
+    assert len(re.findall(r"\[regenerate: 16\d\.\d+ days left, under threshold_days=200", said)) == 3
+    assert sum(len(born) for born in watch.born.values()) == 1, "regenerated twice: %s" % watch.born
+    after = pids(india)
+    assert sorted(after[name] != pid_before[name] for name in SERVERS) == [False, True]
+    assert re.search(r"india-\d: waiting \(at most 3600 s\) for lease kube-system/kubepki-renewal, held by india-\d from ", said)
+    assert re.search(r"To do on india-\d, planned again under the cluster's lock \(.*?\): .*? nothing to do: served for 36\d\.\d+ "
+                     r"more days, the same certificate", said)
+    certs = served_all()
+    assert len({sha1(c) for c in certs.values()}) == 1 and days_left(certs["india-1"]) > 360
+    assert lease(india)["spec"]["holderIdentity"] == ""

@@ -202,3 +202,25 @@ def test_a_reset_module_killed_half_way_is_rolled_back_by_its_run(delta, tmp_pat
     assert (tls / "dynamic-cert.json").read_bytes() == cache
     assert secret_annotation(delta) == ("SHA1=" + sha1(before), sha1(before))
     assert not (delta.node_root(SERVER) / "var/lib/kubepki/renew.lock").exists()
+
+
+def test_a_run_killed_after_the_reset_before_the_restart_converges_on_the_next_ordinary_run(delta, tmp_path):
+    """SIGKILL of ansible-playbook once k3s_serving_reset has deleted the secret and moved dynamic-cert.json aside,
+    before k3s restarts: k3s serves the old certificate from memory, and nothing on the node says it is due. The next
+    ordinary run makes the restart the killed run owed: k3s serves a new certificate and the secret it writes holds
+    it. Before, it said "nothing to do" and left the secret deleted until k3s restarted for another reason."""
+    tls = delta.node_root(SERVER) / TLS
+    before = served(ADDRESSES[SERVER], 6443)
+    with KilledRun(delta, tmp_path, SERVER, "-e", "kubepki_force=true", playbook="playbooks/renew_k3s.yml") as run:
+        run.until(lambda: run.announced("Restart, so that the new certificates are issued"), "the reset")
+    assert not (tls / "dynamic-cert.json").exists() and sha1(served(ADDRESSES[SERVER], 6443)) == sha1(before)
+
+    result = renew_k3s(delta, "-l", SERVER)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert "delta-server: taking over /var/lib/kubepki/renew.lock from a run that is gone" in said
+    new = served(ADDRESSES[SERVER], 6443)
+    assert sha1(new) != sha1(before) and days_left(new) > 360
+    assert secret_annotation(delta) == ("SHA1=" + sha1(new), sha1(new))
+    assert not (delta.node_root(SERVER) / "var/lib/kubepki/renew.lock").exists()
+    assert not (delta.node_root(SERVER) / "var/lib/kubepki/restart-owed.json").exists()

@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -20,7 +19,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from labutil import (REPO, KilledRun, ansible, ansible_env, cn, days_left, drop_connections, kill_traced, listening, renames_held,
+from labutil import (KilledRun, LockWatch, ansible, at_once, cn, days_left, drop_connections, kill_traced, listening, renames_held,
                      scheduler_that_never_comes_back, served, ssh, tree_digest, wait_for)
 
 import prober  # tests/lab is on sys.path through labutil  # pylint: disable=wrong-import-order
@@ -331,55 +330,14 @@ def test_concurrent_slices_renew_one_control_plane_of_a_cluster_at_a_time(fleet,
     which are node-local)."""
     nodes = ("alpha-cp1", "alpha-cp2")
     before = {node: served(ALPHA[node], 6443).fingerprint(hashes.SHA256()) for node in nodes}
-    spells = {node: [] for node in nodes}       # [start, end] of each spell of the lock directory
-    born = {node: {} for node in nodes}         # backup directory -> when it appeared
-    stop = threading.Event()
-
-    def backups(node):
-        directory = fleet.node_root(node) / "var/lib/kubepki/backups"
-        return set(os.listdir(directory)) if directory.exists() else set()
-
-    old = {node: backups(node) for node in nodes}
-
-    def watch():
-        while not stop.is_set():
-            moment = time.monotonic()
-            for node in nodes:
-                root = fleet.node_root(node) / "var/lib/kubepki"
-                held = (root / "renew.lock").exists()
-                if held and (not spells[node] or spells[node][-1][1] is not None):
-                    spells[node].append([moment, None])
-                elif not held and spells[node] and spells[node][-1][1] is None:
-                    spells[node][-1][1] = moment
-                for name in backups(node) - old[node] - set(born[node]):
-                    born[node][name] = moment
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        runs = {node: subprocess.Popen(["ansible-playbook", "playbooks/renew.yml", "-i", str(fleet.output / "inventory.ini"), "-l", node,
-                                        "-e", "kubepki_force=true", "-e", json.dumps({"kubepki_certs": ["apiserver"]}),
-                                        "-e", "report_dir=%s" % (tmp_path / node)],
-                                       cwd=str(REPO), env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                for node in nodes}
-        outputs = {node: run.communicate(timeout=900)[0] for node, run in runs.items()}
-    finally:
-        stop.set()
-        watcher.join()
-    for node, run in runs.items():
-        assert run.returncode == 0, outputs[node][-4000:]
-    transactions = {}
-    for node in nodes:
-        directory = fleet.node_root(node) / "var/lib/kubepki/backups"
-        births = [moment for name, moment in born[node].items() if (directory / name / "etcd-snapshot.db").exists()]
-        assert len(births) == 1, (node, born[node])
-        transactions[node] = next(s for s in spells[node] if s[0] <= births[0] and (s[1] or 1e12) >= births[0])
-    print("control-plane transactions (s after the first): %s" % {
-        node: ["%.1f" % (t - min(s[0] for s in transactions.values())) for t in spell] for node, spell in transactions.items()})
-    first, second = sorted(transactions.values())
-    assert first[1] is not None and first[1] <= second[0], "both control planes of alpha were renewed at once"
-    said = " ".join(" ".join(outputs.values()).split())
+    with LockWatch(fleet, nodes) as watch:
+        done = at_once({node: ["ansible-playbook", "playbooks/renew.yml", "-i", str(fleet.output / "inventory.ini"), "-l", node,
+                               "-e", "kubepki_force=true", "-e", json.dumps({"kubepki_certs": ["apiserver"]}),
+                               "-e", "report_dir=%s" % (tmp_path / node)] for node in nodes})
+    for node, (returncode, output) in done.items():
+        assert returncode == 0, output[-4000:]
+    watch.assert_one_at_a_time(nodes, holding="etcd-snapshot.db")
+    said = " ".join(" ".join(output for _rc, output in done.values()).split())
     assert re.search(r"alpha-cp\d: waiting \(at most 3600 s\) for lease kube-system/kubepki-renewal, held by alpha-cp\d from ", said)
     for node in nodes:
         assert served(ALPHA[node], 6443).fingerprint(hashes.SHA256()) != before[node], node

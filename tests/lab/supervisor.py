@@ -497,8 +497,8 @@ class _TLSServer(ThreadingHTTPServer):
 
 
 def make_handler(component: str, routes: dict | None = None):
-    """An HTTP handler answering /healthz, /livez, /readyz, /version and `routes` {path: fn(handler)}
-    (fn returns (status, body) with body a dict for JSON or a str); anything else is 401, as for an
+    """An HTTP handler answering /healthz, /livez, /readyz, /version and `routes` {path: fn(handler)} (a path ending
+    in / is a prefix; fn returns (status, body) with body a dict for JSON or a str); anything else is 401, as for an
     anonymous client of a component with anonymous auth off."""
     table = {p: (lambda h: (200, "ok")) for p in ("/healthz", "/livez", "/readyz")}
     table["/version"] = lambda h: (200, {"major": "1", "minor": "31", "gitVersion": f"v1.31.4-kubepki-lab+{component}",
@@ -513,7 +513,9 @@ def make_handler(component: str, routes: dict | None = None):
         def answer(self):
             length = int(self.headers.get("Content-Length") or 0)
             self.body = self.rfile.read(length) if length else b""  # pylint: disable=attribute-defined-outside-init
-            route = table.get(self.path.split("?", 1)[0])
+            path = self.path.split("?", 1)[0]
+            # a route ending in / answers every path under it
+            route = table.get(path) or next((fn for p, fn in table.items() if p.endswith("/") and path.startswith(p)), None)
             if route is None:
                 status, body = 401, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                      "message": "Unauthorized", "reason": "Unauthorized", "code": 401}

@@ -22,18 +22,18 @@ import datetime
 import http.client
 import json
 import os
-import secrets
 import socket
 import ssl
 import threading
 import time
 import urllib.parse
-import uuid
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+import _api
 import _common as c
+from _api import ApiError, Resource
 
 FILE_FLAGS = ["tls-cert-file", "tls-private-key-file", "client-ca-file", "requestheader-client-ca-file",
               "proxy-client-cert-file", "proxy-client-key-file", "kubelet-client-certificate", "kubelet-client-key",
@@ -45,26 +45,10 @@ PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 POST_START_HOOKS = ["start-kube-apiserver-admission-initializer", "generic-apiserver-start-informers",
                     "rbac/bootstrap-roles", "start-system-namespaces-controller", "bootstrap-controller",
                     "start-cluster-authentication-info-controller", "aggregator-reload-proxy-client-cert"]
-ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
 
 class Unauthenticated(Exception):
     """401: the text is the error the apiserver logs."""
-
-
-class ApiError(Exception):
-    """An API error answered as a v1 Status."""
-
-    def __init__(self, code, reason, message, details=None):
-        super().__init__(message)
-        self.code, self.reason, self.details = code, reason, details
-
-    def status(self):
-        out = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": str(self),
-               "reason": self.reason, "details": self.details, "code": self.code}
-        if self.details is None:        # omitempty: 401 answers carry no details
-            del out["details"]
-        return out
 
 
 def aggregate(errors):
@@ -281,29 +265,6 @@ def node_roles(obj):
     return ",".join(roles) or "<none>"
 
 
-class Resource:
-    """One served resource; ``columns``: the Table columns after NAME (kubectl's printers)."""
-
-    def __init__(self, group, version, plural, kind, namespaced, short=(), prefix=None, columns=(), verbs=ALL_VERBS):
-        self.group, self.version, self.plural, self.kind = group, version, plural, kind
-        self.namespaced, self.short, self.prefix, self.columns, self.verbs = namespaced, list(short), prefix, columns, list(verbs)
-
-    @property
-    def api_version(self):
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def qualified(self):
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    def key(self, namespace, name=""):
-        return f"/registry/{self.prefix}/" + (f"{namespace}/" if self.namespaced and namespace else "") + name
-
-    def discovery(self):
-        return {"name": self.plural, "singularName": self.kind.lower(), "namespaced": self.namespaced,
-                "kind": self.kind, "verbs": self.verbs, **({"shortNames": self.short} if self.short else {})}
-
-
 AGE = ("Age", "string", age)
 RESOURCES = [
     Resource("", "v1", "namespaces", "Namespace", False, ["ns"], "namespaces",
@@ -316,15 +277,14 @@ RESOURCES = [
               AGE]),
     Resource("", "v1", "configmaps", "ConfigMap", True, ["cm"], "configmaps",
              [("Data", "integer", lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})), AGE]),
-    Resource("coordination.k8s.io", "v1", "leases", "Lease", True, (), "leases",
-             [("Holder", "string", lambda o: (o.get("spec") or {}).get("holderIdentity", "")), AGE]),
+    _api.lease_resource([("Holder", "string", lambda o: (o.get("spec") or {}).get("holderIdentity", "")), AGE]),
     Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, verbs=("create",)),
     # stored and listed only: the stand-in authenticates but does not authorize
     Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, (), "clusterrolebindings",
              [("Role", "string", lambda o: "%s/%s" % ((o.get("roleRef") or {}).get("kind", ""), (o.get("roleRef") or {}).get("name", ""))),
               AGE]),
 ]
-GROUP_VERSIONS = list(dict.fromkeys((r.group, r.version) for r in RESOURCES))
+GROUP_VERSIONS = _api.group_versions(RESOURCES)
 
 
 def find_resource(group, version, plural):
@@ -332,17 +292,6 @@ def find_resource(group, version, plural):
         if (res.group, res.version, res.plural) == (group, version, plural):
             return res
     return None
-
-
-def resource_list(group, version):
-    gv = f"{group}/{version}" if group else version
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
-            "resources": [r.discovery() for r in RESOURCES if (r.group, r.version) == (group, version)]}
-
-
-def api_group(group):
-    versions = [{"groupVersion": f"{group}/{v}", "version": v} for g, v in GROUP_VERSIONS if g == group]
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions, "preferredVersion": versions[0]}
 
 
 def matches(obj, query):
@@ -545,19 +494,11 @@ class ApiServer:
 
     @staticmethod
     def new_object(res, body, namespace):
-        obj = dict(body, apiVersion=res.api_version, kind=res.kind)
-        meta = dict(obj.get("metadata") or {})
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for i in range(5))
-        meta.pop("resourceVersion", None)
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
-        if res.namespaced:
-            meta["namespace"] = namespace
+        obj = _api.new_object(res, body, namespace)
         if res.plural == "namespaces":
-            meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name")
+            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"].get("name")
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj["status"] = {"phase": "Active"}
-        obj["metadata"] = meta
         return obj
 
 
@@ -609,13 +550,13 @@ class ApiHandler(c.Handler):
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{app.advertise}:{app.address[1]}"}]})
         elif parts == ["apis"]:
             self.send(200, {"kind": "APIGroupList", "apiVersion": "v1",
-                            "groups": [api_group(g) for g in dict.fromkeys(g for g, v in GROUP_VERSIONS if g)]})
+                            "groups": _api.group_list(RESOURCES)["groups"]})
         elif parts == ["api", "v1"]:
-            self.send(200, resource_list("", "v1"))
+            self.send(200, _api.resource_list(RESOURCES, "", "v1"))
         elif parts[:1] == ["apis"] and len(parts) == 2 and any(g == parts[1] for g, v in GROUP_VERSIONS):
-            self.send(200, api_group(parts[1]))
+            self.send(200, _api.api_group(RESOURCES, parts[1]))
         elif parts[:1] == ["apis"] and len(parts) == 3 and (parts[1], parts[2]) in GROUP_VERSIONS:
-            self.send(200, resource_list(parts[1], parts[2]))
+            self.send(200, _api.resource_list(RESOURCES, parts[1], parts[2]))
         elif parts[:1] == ["api"] and len(parts) > 2 and parts[1] == "v1":
             self.resource(app, "", "v1", parts[2:], query)
         elif parts[:1] == ["apis"] and len(parts) > 3:
@@ -681,10 +622,6 @@ class ApiHandler(c.Handler):
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         getattr(self, f"verb_{verb}")(app, res, namespace, name, query)
 
-    def not_found(self, res, name):
-        details = {"name": name, "group": res.group, "kind": res.plural}
-        return ApiError(404, "NotFound", f'{res.qualified} "{name}" not found', details)
-
     def wants_table(self):
         return "as=Table" in (self.headers.get("Accept") or "")
 
@@ -701,7 +638,7 @@ class ApiHandler(c.Handler):
     def verb_get(self, app, res, namespace, name, query):
         obj = app.etcd.get(res.key(namespace, name))
         if obj is None:
-            raise self.not_found(res, name)
+            raise _api.not_found(res, name)
         self.send(200, table(res, [obj], obj["metadata"]["resourceVersion"]) if self.wants_table() else obj)
 
     def verb_list(self, app, res, namespace, name, query):
@@ -730,40 +667,11 @@ class ApiHandler(c.Handler):
     def verb_create(self, app, res, namespace, name, query):
         if res.namespaced and app.etcd.get(find_resource("", "v1", "namespaces").key(None, namespace)) is None:
             raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"})
-        obj = app.new_object(res, self.body(), namespace)
-        name = obj["metadata"].get("name")
-        if not name:
-            raise ApiError(422, "Invalid", f"{res.kind} \"\" is invalid: metadata.name: Required value: name or generateName is required")
-        revision, existing = app.etcd.create(res.key(namespace, name), obj)
-        if revision is None:
-            raise ApiError(409, "AlreadyExists", f'{res.qualified} "{name}" already exists',
-                           {"name": name, "group": res.group, "kind": res.plural})
-        obj["metadata"]["resourceVersion"] = revision
-        self.send(201, obj)
-
-    def _store_update(self, app, res, namespace, name, obj):
-        current = app.etcd.get(res.key(namespace, name))
-        if current is None:
-            raise self.not_found(res, name)
-        meta = obj.setdefault("metadata", {})
-        revision = meta.pop("resourceVersion", None)
-        for field in ("uid", "creationTimestamp", "namespace"):
-            if current["metadata"].get(field):
-                meta[field] = current["metadata"][field]
-        meta["name"] = name
-        obj.update(apiVersion=res.api_version, kind=res.kind)
-        new_rev, found = app.etcd.update(res.key(namespace, name), obj, revision)
-        if new_rev is None:
-            if found is None:
-                raise self.not_found(res, name)
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.qualified} "{name}": the object has been '
-                                            'modified; please apply your changes to the latest version and try again',
-                           {"name": name, "group": res.group, "kind": res.plural})
-        meta["resourceVersion"] = new_rev
-        return obj
+        self.send(201, _api.create(app.etcd, res, namespace, app.new_object(res, self.body(), namespace)))
 
     def verb_update(self, app, res, namespace, name, query):
-        self.send(200, self._store_update(app, res, namespace, name, self.body()))
+        obj, created = _api.update(app.etcd, res, namespace, name, self.body())
+        self.send(201 if created else 200, obj)
 
     def verb_patch(self, app, res, namespace, name, query):
         patch = self.body()
@@ -771,8 +679,8 @@ class ApiHandler(c.Handler):
             raise ApiError(415, "UnsupportedMediaType", "only merge and strategic merge patches are supported here")
         current = app.etcd.get(res.key(namespace, name))
         if current is None:
-            raise self.not_found(res, name)
-        self.send(200, self._store_update(app, res, namespace, name, merge_patch(current, patch)))
+            raise _api.not_found(res, name)
+        self.send(200, _api.update(app.etcd, res, namespace, name, merge_patch(current, patch))[0])
 
     def verb_delete(self, app, res, namespace, name, query):
         self.read_body()
@@ -781,7 +689,7 @@ class ApiHandler(c.Handler):
                            {"name": name, "kind": "namespaces"})
         current = app.etcd.get(res.key(namespace, name))
         if current is None or not app.etcd.delete(res.key(namespace, name)):
-            raise self.not_found(res, name)
+            raise _api.not_found(res, name)
         self.send(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                         "details": {"name": name, "group": res.group, "kind": res.plural,
                                     "uid": current["metadata"].get("uid")}})

@@ -19,7 +19,9 @@ Behaves as research/rancher.md describes, with the file layout of tests/lab/pki.
   --bind-address:6443 (the supervisor cert; k3s.yaml points there), 127.0.0.1:6444 (serving-kube-apiserver.crt,
   reloaded on change) and <node-ip>:10250 (kubelet).
   The HTTP side answers health, /cacerts, /ping, and GET/DELETE of the k3s-serving secret with
-  the discovery kubectl needs for `kubectl -n kube-system delete secret k3s-serving`; no client auth.
+  the discovery kubectl needs for `kubectl -n kube-system delete secret k3s-serving`; Leases (get, create, update at a
+  resourceVersion, as the apiserver's registry does: standins/_api.py) in the same datastore, so that the servers of an
+  HA cluster share them; no client auth.
 - `k3s agent` re-issues its certs at every start and serves serving-kubelet.crt on :10250. A real
   agent has them signed by the server; the lab's agent signs with the CA pair that populate left
   in /run/kubepki-lab/k3s-ca (lab plumbing, not part of the node's k3s layout).
@@ -46,6 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import supervisor  # noqa: E402  pylint: disable=wrong-import-position
+from standins import _api  # noqa: E402  pylint: disable=wrong-import-position
 
 # `use(program)` rebinds these for RKE2 (tools/k3s.py --program rke2): its server is k3s's code (rancher/rke2
 # pkg/rke2 runs k3s's server), with its own names, data dir and ports
@@ -173,13 +176,65 @@ def kine_get(db: sqlite3.Connection, key: str) -> bytes | None:
 def kine_put(db: sqlite3.Connection, key: str, value: bytes | None) -> None:
     """Every write adds a row, as kine does; value None marks the key deleted."""
     prev = kine_latest(db, key)
-    live = prev is not None and not prev[2]
-    if value is None and not live:
+    if value is None and (prev is None or prev[2]):
         return
-    db.execute("INSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value, old_value) "
-               "VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-               (key, int(not live), int(value is None), (prev[1] or prev[0]) if live else 0, prev[0] if prev else 0,
-                prev[3] if value is None else value, prev[3] if live else None))
+    _kine_append(db, key, value, prev)
+
+
+def _kine_append(db: sqlite3.Connection, key: str, value: bytes | None, prev) -> int:
+    """The row after ``prev`` (kine_latest's); its revision. sqlite3.IntegrityError when another write came after
+    ``prev`` first: the unique (name, prev_revision) index, which makes kine's Append fail (k3s-io/kine
+    pkg/logstructured/logstructured.go Create, Update)."""
+    live = prev is not None and not prev[2]
+    return db.execute("INSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value, old_value) "
+                      "VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+                      (key, int(not live), int(value is None), (prev[1] or prev[0]) if live else 0, prev[0] if prev else 0,
+                       prev[3] if value is None else value, prev[3] if live else None)).lastrowid
+
+
+class KineObjects:
+    """JSON objects in kine, resourceVersion = the row's revision (its id), for standins/_api.py's create and update
+    (the real apiserver stores protobuf; the lab's Leases are JSON, as --storage-media-type=application/json stores)."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+
+    def _write(self, key, obj, wanted):
+        """kine's Create (``wanted`` None: only when absent) or Update (only at revision ``wanted``)."""
+        db = kine(self.data_dir)
+        try:
+            prev = kine_latest(db, key)
+            live = prev is not None and not prev[2]
+            if live != (wanted is not None) or (live and str(prev[0]) != str(wanted)):
+                return None, self._decode(prev) if live else None
+            try:
+                return _kine_append(db, key, json.dumps(obj, separators=(",", ":")).encode(), prev), None
+            except sqlite3.IntegrityError:
+                return None, self._decode(kine_latest(db, key))
+        finally:
+            db.close()
+
+    @staticmethod
+    def _decode(row):
+        if row is None or row[2]:
+            return None
+        obj = json.loads(row[3])
+        obj.setdefault("metadata", {})["resourceVersion"] = str(row[0])
+        return obj
+
+    def get(self, key):
+        db = kine(self.data_dir)
+        try:
+            return self._decode(kine_latest(db, key))
+        finally:
+            db.close()
+
+    def create(self, key, obj):
+        return self._write(key, obj, None)
+
+    def update(self, key, obj, revision):
+        """Always at a revision: Leases, the one resource served here, allow no unconditional update."""
+        return self._write(key, obj, revision)
 
 
 def _varint(n: int) -> bytes:
@@ -503,6 +558,10 @@ def watch_secret(pki, cluster, node: str, ip: str, sans: list, data_dir: Path, s
 # ---------------------------------------------------------------------------------------------
 # HTTP: the few supervisor/apiserver paths the lab needs
 
+# the Leases the collection's cluster lock takes (k3s's apiserver serves all of coordination.k8s.io/v1)
+LEASES = _api.lease_resource()
+
+
 def api_routes(data_dir: Path, server_ca: Path) -> dict:
     name = f"{PROGRAM}-serving"
     path = f"/api/v1/namespaces/kube-system/secrets/{name}"
@@ -523,17 +582,43 @@ def api_routes(data_dir: Path, server_ca: Path) -> dict:
         finally:
             db.close()
 
-    resources = {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": [
-        {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret",
-         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]}
+    leases = KineObjects(data_dir)
+
+    def lease(handler):
+        """GET, PUT (update or create) kube-system/leases/<name>, POST (create) kube-system/leases."""
+        parts = handler.path.split("?", 1)[0].split("/")[5:]       # <namespace>, leases[, <name>]
+        try:
+            if parts[1:2] != ["leases"] or len(parts) > 3:
+                raise _api.ApiError(404, "NotFound", "the server could not find the requested resource", {})
+            namespace, name = parts[0], (parts[2:] or [""])[0]
+            if handler.command == "GET" and name:
+                found = leases.get(LEASES.key(namespace, name))
+                if found is None:
+                    raise _api.not_found(LEASES, name)
+                return 200, found
+            body = json.loads(handler.body or b"{}")
+            if handler.command == "POST" and not name:
+                return 201, _api.create(leases, LEASES, namespace, _api.new_object(LEASES, body, namespace))
+            if handler.command == "PUT" and name:
+                obj, created = _api.update(leases, LEASES, namespace, name, body)
+                return 201 if created else 200, obj
+            raise _api.ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        except _api.ApiError as exc:
+            return exc.code, exc.status()
+
+    secrets = _api.Resource("", "v1", "secrets", "Secret", True, verbs=("create", "delete", "get", "list", "patch", "update", "watch"))
     return {
         path: secret,
         "/cacerts": lambda h: (200, server_ca.read_text()),
         "/ping": lambda h: (200, "pong"),
         "/api": lambda h: (200, {"kind": "APIVersions", "versions": ["v1"],
                                  "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
-        "/apis": lambda h: (200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
-        "/api/v1": lambda h: (200, resources),
+        "/api/v1": lambda h: (200, _api.resource_list([secrets], "", "v1")),
+        # the discovery kubectl needs for `kubectl -n kube-system get lease <name>`
+        "/apis": lambda h: (200, _api.group_list([LEASES])),
+        "/apis/coordination.k8s.io": lambda h: (200, _api.api_group([LEASES], LEASES.group)),
+        "/apis/coordination.k8s.io/v1": lambda h: (200, _api.resource_list([LEASES], LEASES.group, LEASES.version)),
+        "/apis/coordination.k8s.io/v1/namespaces/": lease,
     }
 
 
