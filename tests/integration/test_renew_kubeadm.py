@@ -6,6 +6,7 @@ back to its old, valid certificates.
 The tests run in file order on one fleet: each builds on the state the previous one left.
 """
 import base64
+import contextlib
 import datetime
 import json
 import os
@@ -446,6 +447,21 @@ def test_a_run_killed_after_its_backup_converges_on_the_next_ordinary_run(fleet,
     assert not (root / "var/lib/kubepki/renew.lock").exists()
 
 
+@contextlib.contextmanager
+def between_apiserver_key_and_cert(fleet, tmp_path):
+    """bravo's forced native renewal of its apiserver pair, held once apiserver.key is renamed into place and before
+    apiserver.crt is: strace delays each rename on the node by 5 s. Yields the run and the tracer; leaving kills the
+    run if it still lives."""
+    key = fleet.node_root("bravo-cp1") / "etc/kubernetes/pki/apiserver.key"
+    old_key = key.stat().st_ino
+    with KilledRun(fleet, tmp_path, "bravo-cp1", "-e", "kubepki_force=true", "-e", "kubepki_method=native",
+                   "-e", json.dumps({"kubepki_certs": ["apiserver"]})) as run:
+        run.until(lambda: run.announced("Note what the node shows before the restarts"), "backing the node up")
+        with renames_held(fleet, "bravo-cp1") as tracer:
+            run.until(lambda: key.stat().st_ino != old_key, "renaming apiserver.key into place")
+            yield run, tracer
+
+
 def test_a_run_killed_between_a_key_and_its_cert_converges_on_the_next_ordinary_run(fleet, tmp_path):
     """The renewing module and ansible-playbook SIGKILLed after apiserver.key is renamed into place and before
     apiserver.crt is: a new key beside the old cert, which kube-apiserver refuses at its next start, and the cert's
@@ -454,14 +470,9 @@ def test_a_run_killed_between_a_key_and_its_cert_converges_on_the_next_ordinary_
     node, address = "bravo-cp1", BRAVO["bravo-cp1"]
     root = fleet.node_root(node)
     key, crt = root / "etc/kubernetes/pki/apiserver.key", root / "etc/kubernetes/pki/apiserver.crt"
-    old_key = key.stat().st_ino
-    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true", "-e", "kubepki_method=native",
-                   "-e", json.dumps({"kubepki_certs": ["apiserver"]})) as run:
-        run.until(lambda: run.announced("Note what the node shows before the restarts"), "backing the node up")
-        with renames_held(fleet, node) as tracer:
-            run.until(lambda: key.stat().st_ino != old_key, "renaming apiserver.key into place")
-            run.kill()
-            kill_traced(tracer)      # its shell and SSH session die with the controller's end
+    with between_apiserver_key_and_cert(fleet, tmp_path) as (run, tracer):
+        run.kill()
+        kill_traced(tracer)      # its shell and SSH session die with the controller's end
     assert not key_matches(key, crt), "killed after the cert's rename"
     assert list(crt.parent.glob(".apiserver.crt.*.kubepki-tmp"))
     assert days_left(x509.load_pem_x509_certificate(crt.read_bytes())) > 300
@@ -486,13 +497,8 @@ def test_a_connection_dropped_between_a_key_and_its_cert_converges_on_the_next_o
     node, address = "bravo-cp1", BRAVO["bravo-cp1"]
     root = fleet.node_root(node)
     key, crt = root / "etc/kubernetes/pki/apiserver.key", root / "etc/kubernetes/pki/apiserver.crt"
-    old_key = key.stat().st_ino
-    with KilledRun(fleet, tmp_path, node, "-e", "kubepki_force=true", "-e", "kubepki_method=native",
-                   "-e", json.dumps({"kubepki_certs": ["apiserver"]})) as run:
-        run.until(lambda: run.announced("Note what the node shows before the restarts"), "backing the node up")
-        with renames_held(fleet, node):
-            run.until(lambda: key.stat().st_ino != old_key, "renaming apiserver.key into place")
-            drop_connections(fleet, node)
+    with between_apiserver_key_and_cert(fleet, tmp_path) as (run, _tracer):
+        drop_connections(fleet, node)
         run.until(lambda: run.process.poll() is not None, "ending", timeout=300)
     print("".join(run.lines))
     said = " ".join("".join(run.lines).split())
