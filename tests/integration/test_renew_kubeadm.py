@@ -298,7 +298,7 @@ def test_a_held_lock_stops_a_second_run_until_its_claim_ends(fleet, tmp_path):
     result = renew(fleet, tmp_path, "-l", node)
     assert result.returncode == 0, result.stdout + result.stderr
     said = " ".join(result.stdout.split())
-    assert ("alpha-cp2: taking over /var/lib/kubepki/renew.lock from a run that is gone (renewal started 2026-11-23T03:00:00Z"
+    assert ("alpha-cp2: taking over /var/lib/kubepki/renew.lock from a run whose claim has ended (renewal started 2026-11-23T03:00:00Z"
             " from awx-job-42, held longer than 3600 s)") in said
     assert not lock.exists()
 
