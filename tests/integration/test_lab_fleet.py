@@ -134,7 +134,10 @@ def test_kubeadm_clusters_hold_what_kubeadm_of_their_line_made(fleet):
 
 
 def scheduler_pid(lab):
-    res = ssh(lab, "alpha-cp2", "id=$(crictl ps --name kube-scheduler -q); [ -z \"$id\" ] || crictl inspect $id")
+    res = ssh(lab, "alpha-cp2", "id=$(crictl ps --name kube-scheduler -q); [ -z \"$id\" ] || crictl inspect $id", check=False)
+    if res.returncode and "code = NotFound" in res.stderr:
+        return 0        # removed between `ps` and `inspect`: it has stopped
+    assert res.returncode == 0, f"alpha-cp2: crictl: {res.stdout}{res.stderr}"
     found = re.search(r'"pid": (\d+)', res.stdout)
     return int(found.group(1)) if found else 0
 
