@@ -226,3 +226,23 @@ def test_a_run_killed_after_the_reset_before_the_restart_converges_on_the_next_o
     assert secret_annotation(delta) == ("SHA1=" + sha1(new), sha1(new))
     assert not (delta.node_root(SERVER) / "var/lib/kubepki/renew.lock").exists()
     assert not (delta.node_root(SERVER) / "var/lib/kubepki/restart-owed.json").exists()
+
+
+def test_a_run_killed_at_a_due_agent_converges_on_the_next_ordinary_run(delta, tmp_path):
+    """SIGKILL of ansible-playbook once the agent's lock is taken, whether or not its restart was already sent: the
+    next ordinary run takes the lock over and ends with the kubelet serving a new certificate, the agent's files fresh."""
+    age_agent_certs(delta, 340)         # 25 days left
+    kubelet_before = served(ADDRESSES[AGENT], 10250)
+    lock = delta.node_root(AGENT) / "var/lib/kubepki/renew.lock"
+    with KilledRun(delta, tmp_path, AGENT, "-e", "kubepki_threshold_days=340", playbook="playbooks/renew_k3s.yml") as run:
+        run.until(lock.exists, "taking the agent's lock")
+    assert lock.exists()
+
+    result = renew_k3s(delta, "-l", AGENT, "-e", "kubepki_threshold_days=340")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "delta-agent: taking over /var/lib/kubepki/renew.lock from a run that is gone" in " ".join(result.stdout.split())
+    kubelet = served(ADDRESSES[AGENT], 10250)
+    assert sha1(kubelet) != sha1(kubelet_before) and days_left(kubelet) > 360
+    leaves = [crt for crt in (delta.node_root(AGENT) / "var/lib/rancher/k3s/agent").glob("*.crt") if not crt.name.endswith("-ca.crt")]
+    assert leaves and all(days_left(x509.load_pem_x509_certificate(crt.read_bytes())) > 360 for crt in leaves), leaves
+    assert not lock.exists()
