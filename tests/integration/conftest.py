@@ -42,5 +42,6 @@ def lab_fleet(tmp_path_factory):
         pytest.fail(f"lab.py up failed:\n{res.stdout}{res.stderr}")
     lab = labmod.Lab(output)
     lab.up_seconds = time.monotonic() - started
+    print(f"default fleet up (services ready) in {lab.up_seconds:.1f} s")     # timed in tests/bench, not asserted here
     yield lab
     lab_cli("down", "--output", str(output))

@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -126,20 +127,37 @@ def ansible(argv, timeout=1800):
     return subprocess.run(argv, cwd=str(REPO), env=ansible_env(), capture_output=True, text=True, check=False, timeout=timeout)
 
 
+def regular_files(root):
+    """``(path, lstat)`` of each regular file under root, symlinks and files gone during the walk left out: another
+    process's temp files, and SQLite's -wal and -shm, which each connection to a k3s datastore may create and delete."""
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath, name)
+            try:
+                status = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(status.st_mode):
+                yield path, status
+
+
+def read_if_present(path):
+    """The file's bytes, or None once it is gone (see regular_files)."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def tree_digest(directories, relative_to):
-    """``{path: (sha256, mode)}`` of every regular file under ``directories``: what --check must not change."""
+    """``{path: (sha256, mode)}`` of every regular file under ``directories``: what --check must not change. SQLite's
+    -wal and -shm hold nothing a run may change that the database file does not: they come and go with connections."""
     result = {}
     for directory in directories:
-        for dirpath, _dirs, files in os.walk(directory):
-            for name in files:
-                path = os.path.join(dirpath, name)
-                # SQLite's -shm is a shared-memory index each connection may create and delete (a k3s datastore's),
-                # never data: the walk could race it
-                if os.path.islink(path) or name.endswith("-shm"):
-                    continue
-                with open(path, "rb") as handle:
-                    content = hashlib.sha256(handle.read()).hexdigest()
-                result[os.path.relpath(path, relative_to)] = (content, os.stat(path).st_mode & 0o7777)
+        for path, status in regular_files(directory):
+            content = None if path.name.endswith(("-shm", "-wal")) else read_if_present(path)
+            if content is not None:
+                result[os.path.relpath(path, relative_to)] = (hashlib.sha256(content).hexdigest(), status.st_mode & 0o7777)
     return result
 
 
@@ -264,7 +282,7 @@ def renames_held(lab, node, seconds=5):
                                "-e", "inject=rename,renameat,renameat2:delay_exit=%d" % (seconds * 1000000),
                                *[arg for pid in sshds for arg in ("-p", str(pid))]])
     try:
-        wait_for(lambda: all(_tracer(pid) == tracer.pid for pid in sshds), "strace to attach to %s's sshd" % node)
+        wait_for(lambda: all(_tracer(pid) == tracer.pid or not labmod._alive(pid) for pid in sshds), "strace to attach to %s's sshd" % node)
         yield tracer
     finally:
         tracer.terminate()
@@ -276,7 +294,8 @@ def kill_traced(tracer):
     and SSH session live on to report the death (killing those too is a dropped connection: the host unreachable)."""
     for pid in _pids():
         if _tracer(pid) == tracer.pid and _comm(pid).startswith("python"):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):      # ended meanwhile
+                os.kill(pid, signal.SIGKILL)
 
 
 def drop_connections(lab, node):
@@ -287,7 +306,8 @@ def drop_connections(lab, node):
     sessions = [pid for pid in sshds if _parent(pid) in sshds]
     assert sessions, "no SSH session to %s to drop" % node
     for pid in sessions:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):          # ended with its monitor
+            os.kill(pid, signal.SIGKILL)
 
 
 def _parent(pid):

@@ -74,7 +74,9 @@ def keep_down(lab, node):
     """Stop ``node``'s etcd and keep it down: its manifest leaves the kubelet's directory (not for kubepki-parked,
     which the next run's recover.yml would put back)."""
     lab.run_in_node(node, ["mv", "/etc/kubernetes/manifests/etcd.yaml", "/" + PARKED])
-    wait_for(lambda: not listening(NODES[node], 2379), "%s's etcd to stop" % node, 30)
+    wait_for(lambda: not listening(NODES[node], 2379) and not listening(NODES[node], 2380), "%s's etcd to stop" % node, 30)
+    # a leader that stops leaves the others without one for an election: wait for it to end
+    wait_for(lambda: all(healthy(lab, other) for other in NODES if other != node), "the other members to elect a leader", 30)
 
 
 def bring_back(lab, node):

@@ -6,7 +6,6 @@ Its own lab (echo, kubeadm v1.31 with a three-year certificateValidityPeriod, le
 127.0.5.11, beside the default fleet. The tests run in file order on one lab.
 """
 import subprocess
-import time
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -67,5 +66,4 @@ def test_failed_renewal_rolls_back_without_touching_etcd(lab, tmp_path):
     assert "It was rolled back" in result.stdout and "No first item" not in result.stdout
     wait_for(lambda: listening(ADDRESS, 10259), "the scheduler to listen again")
     assert tree_digest([lab.node_root(NODE) / "etc/kubernetes"], lab.output) == before
-    time.sleep(1)
-    assert kubectl_works(lab)
+    wait_for(lambda: kubectl_works(lab), "the apiserver to answer again", 60)
