@@ -14,7 +14,8 @@ import yaml
 
 from ansible.errors import AnsibleFilterError
 
-FILTERS = ("fleet_rows", "cert_query", "fleet_report", "fleet_table", "fleet_markdown", "fleet_prometheus", "failure_reason")
+FILTERS = ("fleet_rows", "cert_query", "fleet_report", "fleet_table", "fleet_markdown", "fleet_prometheus", "failure_reason",
+           "agent_renewal")
 
 try:  # ansible-core >= 2.19 hands filters tagged values
     from ansible._internal._datatag._tags import Origin
