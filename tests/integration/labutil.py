@@ -273,13 +273,14 @@ def scheduler_that_never_comes_back(node_root):
 
 
 @contextlib.contextmanager
-def renames_held(lab, node, seconds=5):
+def renames_held(lab, node, seconds=5, at="exit"):
     """strace on the node's sshd processes and all they start from now on: each rename returns `seconds` after it is
-    done, so a test can kill the process between two renames. Yields the tracer."""
+    done (at="enter": is done `seconds` after it is called), so a test can kill the process between two renames, or
+    another process can act before it. Yields the tracer."""
     namespace = _namespace(lab.node_pid(node))
     sshds = [pid for pid in _pids() if _comm(pid) == "sshd" and _namespace(pid) == namespace]
     tracer = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2",
-                               "-e", "inject=rename,renameat,renameat2:delay_exit=%d" % (seconds * 1000000),
+                               "-e", "inject=rename,renameat,renameat2:delay_%s=%d" % (at, seconds * 1000000),
                                *[arg for pid in sshds for arg in ("-p", str(pid))]])
     try:
         wait_for(lambda: all(_tracer(pid) == tracer.pid or not labmod._alive(pid) for pid in sshds), "strace to attach to %s's sshd" % node)

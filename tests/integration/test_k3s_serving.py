@@ -10,6 +10,8 @@ The tests run in file order on one lab: each builds on the state the previous on
 import base64
 import json
 import re
+import socket
+import subprocess
 import sys
 import time
 
@@ -17,8 +19,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from labutil import (REPO, KilledRun, ansible, cn, days_left, default_cluster, k3s_server_that_fails_to_start_if, listening,
-                     own_lab, served, ssh, tree_digest, wait_for)
+from labutil import (REPO, KilledRun, ansible, at_once, cn, days_left, default_cluster, k3s_server_that_fails_to_start_if, listening,
+                     own_lab, renames_held, served, ssh, tree_digest, wait_for)
 
 sys.path.insert(0, str(REPO / "tests" / "lab" / "tools"))
 import k3s as k3s_tool  # noqa: E402  # tests/lab/tools/k3s.py  pylint: disable=wrong-import-position
@@ -245,4 +247,29 @@ def test_a_run_killed_at_a_due_agent_converges_on_the_next_ordinary_run(delta, t
     assert sha1(kubelet) != sha1(kubelet_before) and days_left(kubelet) > 360
     leaves = [crt for crt in (delta.node_root(AGENT) / "var/lib/rancher/k3s/agent").glob("*.crt") if not crt.name.endswith("-ca.crt")]
     assert leaves and all(days_left(x509.load_pem_x509_certificate(crt.read_bytes())) > 360 for crt in leaves), leaves
+    assert not lock.exists()
+
+
+def test_two_runs_that_find_a_dead_runs_lock_take_it_over_once(delta):
+    """Two ordinary runs at once find the lock of a run of this controller that is gone, each renaming held 5 s before
+    it happens on the node. Each may judge it gone, but only one takes it over; the other stops, or takes the lock
+    afresh once released. Before, both wrote their owner into it and went on as its holder."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    lock = delta.node_root(AGENT) / "var/lib/kubepki/renew.lock"
+    lock.mkdir(mode=0o700, parents=True)
+    (lock / "owner").write_text("renewal started 2026-12-07T00:00:00Z from %s (ansible-playbook pid %d)\n" % (socket.gethostname(), ended.pid))
+    argv = ["ansible-playbook", "playbooks/renew_k3s.yml", "-i", str(delta.output / "inventory.ini"), "-l", AGENT]
+    with renames_held(delta, AGENT, at="enter"):
+        runs = at_once({"first": argv, "second": argv})
+    for key, (code, output) in runs.items():
+        print("%s: exit %d\n%s" % (key, code, output[-3000:]))
+    said = {key: " ".join(output.split()) for key, (_code, output) in runs.items()}
+    took_over = [key for key, (code, _output) in runs.items() if code == 0 and "taking over /var/lib/kubepki/renew.lock" in said[key]]
+    assert len(took_over) == 1, took_over
+    other = next(key for key in runs if key not in took_over)
+    afresh = runs[other][0] == 0 and "taking over" not in said[other]       # once the first had released it
+    stopped = runs[other][0] != 0 and ("took /var/lib/kubepki/renew.lock on delta-agent over first" in said[other]
+                                       or "Another certificate renewal holds /var/lib/kubepki/renew.lock" in said[other])
+    assert afresh or stopped, said[other][-2000:]
     assert not lock.exists()
